@@ -1,0 +1,64 @@
+// Argument checks and layout selection shared by the CPU glue (and the CUDA glue).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "cpu/kernels/kernels.h"
+
+namespace dfnas {
+
+inline void check_image_batch(const at::Tensor& x, const char* op, const char* name) {
+  TORCH_CHECK(x.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got ", x.dim(), "-D");
+  TORCH_CHECK(x.numel() > 0, op, ": ", name, " must not be empty, got shape ", x.sizes());
+}
+
+inline void check_channel_vector(const at::Tensor& v, const at::Tensor& x, const char* op, const char* name) {
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == x.size(1), op, ": ", name, " must have shape (", x.size(1),
+              ",) to match the channels of x, got ", v.sizes());
+  TORCH_CHECK(v.device() == x.device(), op, ": ", name, " is on ", v.device(), " but x is on ", x.device());
+}
+
+inline cpu::Dtype kernel_dtype(const at::Tensor& x, const char* op) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return cpu::Dtype::Float32;
+    case at::kDouble: return cpu::Dtype::Float64;
+    case at::kBFloat16: return cpu::Dtype::BFloat16;
+    case at::kHalf: return cpu::Dtype::Float16;
+    default: TORCH_CHECK(false, op, ": unsupported dtype ", x.scalar_type(), " (float32, float64, bfloat16, float16)");
+  }
+}
+
+// Accumulation / loss dtype: float64 for float64 input, float32 otherwise.
+inline at::ScalarType opmath_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// A kernel-ready view: x itself when it is NCHW- or channels-last-contiguous (NCHW wins when
+// both hold), otherwise an NCHW copy.
+struct DenseImages {
+  at::Tensor tensor;
+  cpu::Layout layout;
+  at::MemoryFormat memory_format() const {
+    return layout == cpu::Layout::NHWC ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  }
+};
+
+inline DenseImages dense_images(const at::Tensor& x) {
+  if (x.is_contiguous()) return {x, cpu::Layout::NCHW};
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return {x, cpu::Layout::NHWC};
+  return {x.contiguous(), cpu::Layout::NCHW};
+}
+
+// Windows (height, width) at per-sample offsets (N, 2) = (y, x) must lie inside (H, W).
+inline void check_windows(const at::Tensor& offsets, int64_t n, int64_t H, int64_t W, int64_t height,
+                          int64_t width, const char* op) {
+  TORCH_CHECK(offsets.dim() == 2 && offsets.size(0) == n && offsets.size(1) == 2, op,
+              ": offsets must have shape (", n, ", 2), got ", offsets.sizes());
+  TORCH_CHECK(!at::isFloatingType(offsets.scalar_type()) && offsets.scalar_type() != at::kBool, op,
+              ": offsets must be an integer tensor, got ", offsets.scalar_type());
+  TORCH_CHECK(height >= 1 && width >= 1, op, ": window must be at least 1x1, got ", height, "x", width);
+  TORCH_CHECK(height <= H && width <= W, op, ": window ", height, "x", width, " is larger than the canvas ", H,
+              "x", W);
+}
+
+}  // namespace dfnas

@@ -98,15 +98,16 @@ void tv_forward_impl(const TvForwardArgs& a) {
 
 // Gradient of one pixel from its 3x3 neighbourhood. Rows above/below that do not exist are
 // passed as the row itself with zero weights, which keeps the SIMD loop branch-free.
+template <class S>
 struct RowWeights {
-  float right;                    // d0, pixel as first and as second operand
-  float down_first, down_second;  // d1: (x - below), (above - x)
-  float diag_first, diag_second;  // d2: (x - above_right), (below_left - x)
-  float ddown_first, ddown_second;// d3: (x - below_right), (above_left - x)
+  S right;                     // d0, pixel as first and as second operand
+  S down_first, down_second;   // d1: (x - below), (above - x)
+  S diag_first, diag_second;   // d2: (x - above_right), (below_left - x)
+  S ddown_first, ddown_second; // d3: (x - below_right), (above_left - x)
 };
 
 template <class V>
-V pixel_grad(TvKind kind, const RowWeights& w, const V& x, const V& left, const V& right, const V& up,
+V pixel_grad(TvKind kind, const RowWeights<float>& w, const V& x, const V& left, const V& right, const V& up,
              const V& down, const V& up_left, const V& up_right, const V& down_left, const V& down_right) {
   const auto term = [kind](const V& d) { return kind == TvKind::L2 ? d : Math<V>::sign(d); };
   return V(w.right) * (term(x - right) - term(left - x)) + V(w.down_first) * term(x - down) -
@@ -117,7 +118,7 @@ V pixel_grad(TvKind kind, const RowWeights& w, const V& x, const V& left, const 
 
 template <class T>
 void tv_backward_row(const TvBackwardArgs& a, const T* row, const T* up, const T* down, T* out,
-                     const RowWeights& w, int64_t len, int64_t step) {
+                     const RowWeights<opmath_t<T>>& w, int64_t len, int64_t step) {
   using acc_t = opmath_t<T>;
   // Interior columns [step, len - step) have all horizontal neighbours.
   const int64_t interior = std::max<int64_t>(len - 2 * step, 0);
@@ -137,14 +138,14 @@ void tv_backward_row(const TvBackwardArgs& a, const T* row, const T* up, const T
     const auto term = [&](acc_t d) { return tv_backward_term(a.kind, d); };
     const auto at = [](const T* r, int64_t i) { return static_cast<acc_t>(r[i]); };
     const acc_t x = at(row, t);
-    acc_t g = acc_t(w.down_first) * term(x - at(down, t)) - acc_t(w.down_second) * term(at(up, t) - x);
+    acc_t g = w.down_first * term(x - at(down, t)) - w.down_second * term(at(up, t) - x);
     if (has_right) {
-      g += acc_t(w.right) * term(x - at(row, t + step)) + acc_t(w.diag_first) * term(x - at(up, t + step)) +
-           acc_t(w.ddown_first) * term(x - at(down, t + step));
+      g += w.right * term(x - at(row, t + step)) + w.diag_first * term(x - at(up, t + step)) +
+           w.ddown_first * term(x - at(down, t + step));
     }
     if (has_left) {
-      g -= acc_t(w.right) * term(at(row, t - step) - x) + acc_t(w.diag_second) * term(at(down, t - step) - x) +
-           acc_t(w.ddown_second) * term(at(up, t - step) - x);
+      g -= w.right * term(at(row, t - step) - x) + w.diag_second * term(at(down, t - step) - x) +
+           w.ddown_second * term(at(up, t - step) - x);
     }
     out[t] = static_cast<T>(g);
   };
@@ -157,18 +158,20 @@ void tv_backward_impl(const TvBackwardArgs& a) {
   const T* x = static_cast<const T*>(a.x);
   T* y = static_cast<T*>(a.grad_x);
   const Planes p = planes_of(a.layout, a.n, a.c, a.h, a.w);
-  const float w0 = static_cast<float>(a.weights[0]), w1 = static_cast<float>(a.weights[1]);
-  const float w2 = static_cast<float>(a.weights[2]), w3 = static_cast<float>(a.weights[3]);
+  using acc_t = opmath_t<T>;
+  const acc_t w0 = static_cast<acc_t>(a.weights[0]), w1 = static_cast<acc_t>(a.weights[1]);
+  const acc_t w2 = static_cast<acc_t>(a.weights[2]), w3 = static_cast<acc_t>(a.weights[3]);
   const int64_t grain = std::max<int64_t>(1, kTaskElements / p.len);
   at::parallel_for(0, p.planes * p.rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task % p.rows;
       const T* row = x + task * p.len;
       const bool has_up = r > 0, has_down = r + 1 < p.rows;
-      const RowWeights w{w0,
-                         has_down ? w1 : 0.f, has_up ? w1 : 0.f,
-                         has_up ? w2 : 0.f, has_down ? w2 : 0.f,
-                         has_down ? w3 : 0.f, has_up ? w3 : 0.f};
+      const acc_t zero(0);
+      const RowWeights<acc_t> w{w0,
+                                has_down ? w1 : zero, has_up ? w1 : zero,
+                                has_up ? w2 : zero, has_down ? w2 : zero,
+                                has_down ? w3 : zero, has_up ? w3 : zero};
       tv_backward_row(a, row, has_up ? row - p.len : row, has_down ? row + p.len : row, y + task * p.len, w,
                       p.len, p.step);
     }

@@ -20,20 +20,22 @@ constexpr int64_t kTaskElements = 8192;
 template <class T>
 void adam_run(T* p, const T* g, T* m, T* v, int64_t len, const AdamConstants& constants, const T* lo,
               const T* hi) {
-  const int64_t simd = simd_extent<T>(len);
   if constexpr (std::is_same_v<T, float>) {
+    // The last vector is partial: its lanes past the run's end are loaded as 0 and not stored.
     const AdamConstantsOf<FVec> c(constants);
-    for (int64_t i = 0; i < simd; i += kLanes) {
-      FVec m_i = FVec::loadu(m + i), v_i = FVec::loadu(v + i);
-      const FVec p_i = adam_update(FVec::loadu(p + i), FVec::loadu(g + i), m_i, v_i, c);
-      clamp_value(p_i, FVec::loadu(lo + i), FVec::loadu(hi + i)).store(p + i);
-      m_i.store(m + i);
-      v_i.store(v + i);
+    for (int64_t i = 0; i < len; i += kLanes) {
+      const int64_t n = std::min(kLanes, len - i);
+      FVec m_i = FVec::loadu(m + i, n), v_i = FVec::loadu(v + i, n);
+      const FVec p_i = adam_update(FVec::loadu(p + i, n), FVec::loadu(g + i, n), m_i, v_i, c);
+      clamp_value(p_i, FVec::loadu(lo + i, n), FVec::loadu(hi + i, n)).store(p + i, n);
+      m_i.store(m + i, n);
+      v_i.store(v + i, n);
     }
-  }
-  const AdamConstantsOf<T> c(constants);
-  for (int64_t i = simd; i < len; ++i) {
-    p[i] = clamp_value(adam_update(p[i], g[i], m[i], v[i], c), lo[i], hi[i]);
+  } else {
+    const AdamConstantsOf<T> c(constants);
+    for (int64_t i = 0; i < len; ++i) {
+      p[i] = clamp_value(adam_update(p[i], g[i], m[i], v[i], c), lo[i], hi[i]);
+    }
   }
 }
 

@@ -25,27 +25,33 @@ Planes planes_of(Layout layout, int64_t n, int64_t c, int64_t h, int64_t w) {
   return layout == Layout::NCHW ? Planes{n * c, h, w, 1} : Planes{n, h, w * c, c};
 }
 
-template <class V>
-V forward_term(TvKind kind, const V& d) {
-  return kind == TvKind::L2 ? d * d : Math<V>::abs(d);
+template <TvKind kind, class V>
+V forward_term(const V& d) {
+  if constexpr (kind == TvKind::L2) {
+    return d * d;
+  } else {
+    return Math<V>::abs(d);
+  }
 }
 
 // Adds this row's four direction sums into out[4]. `below` is the next row or nullptr.
-template <class T>
-void tv_forward_row(TvKind kind, const T* row, const T* below, int64_t len, int64_t step, double out[4]) {
+template <class T, TvKind kind>
+void tv_forward_row(const T* row, const T* below, int64_t len, int64_t step, double out[4]) {
   using acc_t = opmath_t<T>;
   const int64_t pairs = len - step;  // columns that have a right neighbour
-  const int64_t simd = simd_extent<T>(std::max<int64_t>(pairs, 0));
+  // SIMD over [0, pairs), the last vector partial (zero lanes add nothing); `simd` is its end.
+  const int64_t simd = kHasSimd<T> ? std::max<int64_t>(pairs, 0) : 0;
   if constexpr (kHasSimd<T>) {
     FVec right(0.f), down(0.f), diag(0.f), diag_down(0.f);
     for (int64_t t = 0; t < simd; t += kLanes) {
-      const FVec x = load_float(row + t), x_right = load_float(row + t + step);
-      right = right + forward_term(kind, x - x_right);
+      const int64_t count = std::min(kLanes, simd - t);
+      const FVec x = load_float(row + t, count), x_right = load_float(row + t + step, count);
+      right = right + forward_term<kind>(x - x_right);
       if (below != nullptr) {
-        const FVec b = load_float(below + t), b_right = load_float(below + t + step);
-        down = down + forward_term(kind, x - b);
-        diag = diag + forward_term(kind, b - x_right);
-        diag_down = diag_down + forward_term(kind, x - b_right);
+        const FVec b = load_float(below + t, count), b_right = load_float(below + t + step, count);
+        down = down + forward_term<kind>(x - b);
+        diag = diag + forward_term<kind>(b - x_right);
+        diag_down = diag_down + forward_term<kind>(x - b_right);
       }
     }
     const auto reduce = [](const FVec& v) { return static_cast<double>(at::vec::vec_reduce_all<float>(std::plus<FVec>(), v)); };
@@ -72,7 +78,7 @@ void tv_forward_row(TvKind kind, const T* row, const T* below, int64_t len, int6
   }
 }
 
-template <class T>
+template <class T, TvKind kind>
 void tv_forward_impl(const TvForwardArgs& a) {
   const T* x = static_cast<const T*>(a.x);
   const Planes p = planes_of(a.layout, a.n, a.c, a.h, a.w);
@@ -86,7 +92,7 @@ void tv_forward_impl(const TvForwardArgs& a) {
       const int64_t r1 = std::min(p.rows, r0 + rows_per_task);
       for (int64_t r = r0; r < r1; ++r) {
         const T* row = plane + r * p.len;
-        tv_forward_row(a.kind, row, r + 1 < p.rows ? row + p.len : nullptr, p.len, p.step, &partial[task * 4]);
+        tv_forward_row<T, kind>(row, r + 1 < p.rows ? row + p.len : nullptr, p.len, p.step, &partial[task * 4]);
       }
     }
   });
@@ -106,36 +112,44 @@ struct RowWeights {
   S ddown_first, ddown_second; // d3: (x - below_right), (above_left - x)
 };
 
-template <class V>
-V pixel_grad(TvKind kind, const RowWeights<float>& w, const V& x, const V& left, const V& right, const V& up,
+template <TvKind kind, class V>
+V pixel_grad(const RowWeights<float>& w, const V& x, const V& left, const V& right, const V& up,
              const V& down, const V& up_left, const V& up_right, const V& down_left, const V& down_right) {
-  const auto term = [kind](const V& d) { return kind == TvKind::L2 ? d : Math<V>::sign(d); };
+  const auto term = [](const V& d) {
+    if constexpr (kind == TvKind::L2) {
+      return d;
+    } else {
+      return Math<V>::sign(d);
+    }
+  };
   return V(w.right) * (term(x - right) - term(left - x)) + V(w.down_first) * term(x - down) -
          V(w.down_second) * term(up - x) + V(w.diag_first) * term(x - up_right) -
          V(w.diag_second) * term(down_left - x) + V(w.ddown_first) * term(x - down_right) -
          V(w.ddown_second) * term(up_left - x);
 }
 
-template <class T>
-void tv_backward_row(const TvBackwardArgs& a, const T* row, const T* up, const T* down, T* out,
+template <class T, TvKind kind>
+void tv_backward_row(const T* row, const T* up, const T* down, T* out,
                      const RowWeights<opmath_t<T>>& w, int64_t len, int64_t step) {
   using acc_t = opmath_t<T>;
   // Interior columns [step, len - step) have all horizontal neighbours.
-  const int64_t interior = std::max<int64_t>(len - 2 * step, 0);
-  const int64_t simd = simd_extent<T>(interior);
+  // Interior columns [step, len - step) have all horizontal neighbours: SIMD, the last vector
+  // partial. `interior_end` is where the SIMD part stops.
+  const int64_t interior_end = kHasSimd<T> ? std::max(len - step, step) : step;
   if constexpr (kHasSimd<T>) {
-    for (int64_t t = step; t < step + simd; t += kLanes) {
-      const FVec g = pixel_grad<FVec>(
-          a.kind, w, load_float(row + t), load_float(row + t - step), load_float(row + t + step),
-          load_float(up + t), load_float(down + t), load_float(up + t - step), load_float(up + t + step),
-          load_float(down + t - step), load_float(down + t + step));
-      store_float(out + t, g);
+    for (int64_t t = step; t < interior_end; t += kLanes) {
+      const int64_t n = std::min(kLanes, interior_end - t);
+      const FVec g = pixel_grad<kind, FVec>(
+          w, load_float(row + t, n), load_float(row + t - step, n), load_float(row + t + step, n),
+          load_float(up + t, n), load_float(down + t, n), load_float(up + t - step, n),
+          load_float(up + t + step, n), load_float(down + t - step, n), load_float(down + t + step, n));
+      store_float(out + t, g, n);
     }
   }
   // Border columns: differences with a missing horizontal neighbour do not exist.
   const auto scalar = [&](int64_t t) {
     const bool has_left = t >= step, has_right = t + step < len;
-    const auto term = [&](acc_t d) { return tv_backward_term(a.kind, d); };
+    const auto term = [&](acc_t d) { return tv_backward_term(kind, d); };
     const auto at = [](const T* r, int64_t i) { return static_cast<acc_t>(r[i]); };
     const acc_t x = at(row, t);
     acc_t g = w.down_first * term(x - at(down, t)) - w.down_second * term(at(up, t) - x);
@@ -150,10 +164,10 @@ void tv_backward_row(const TvBackwardArgs& a, const T* row, const T* up, const T
     out[t] = static_cast<T>(g);
   };
   for (int64_t t = 0; t < std::min(step, len); ++t) scalar(t);
-  for (int64_t t = step + simd; t < len; ++t) scalar(t);
+  for (int64_t t = interior_end; t < len; ++t) scalar(t);
 }
 
-template <class T>
+template <class T, TvKind kind>
 void tv_backward_impl(const TvBackwardArgs& a) {
   const T* x = static_cast<const T*>(a.x);
   T* y = static_cast<T*>(a.grad_x);
@@ -172,7 +186,7 @@ void tv_backward_impl(const TvBackwardArgs& a) {
                                 has_down ? w1 : zero, has_up ? w1 : zero,
                                 has_up ? w2 : zero, has_down ? w2 : zero,
                                 has_down ? w3 : zero, has_up ? w3 : zero};
-      tv_backward_row(a, row, has_up ? row - p.len : row, has_down ? row + p.len : row, y + task * p.len, w,
+      tv_backward_row<T, kind>(row, has_up ? row - p.len : row, has_down ? row + p.len : row, y + task * p.len, w,
                       p.len, p.step);
     }
   });
@@ -181,11 +195,15 @@ void tv_backward_impl(const TvBackwardArgs& a) {
 }  // namespace
 
 void tv_forward(const TvForwardArgs& a) {
-  dispatch_dtype(a.dtype, [&]<class T>() { tv_forward_impl<T>(a); });
+  dispatch_dtype(a.dtype, [&]<class T>() {
+    a.kind == TvKind::L2 ? tv_forward_impl<T, TvKind::L2>(a) : tv_forward_impl<T, TvKind::L1>(a);
+  });
 }
 
 void tv_backward(const TvBackwardArgs& a) {
-  dispatch_dtype(a.dtype, [&]<class T>() { tv_backward_impl<T>(a); });
+  dispatch_dtype(a.dtype, [&]<class T>() {
+    a.kind == TvKind::L2 ? tv_backward_impl<T, TvKind::L2>(a) : tv_backward_impl<T, TvKind::L1>(a);
+  });
 }
 
 }  // namespace CPU_CAPABILITY

@@ -59,6 +59,30 @@ inline void store_float(T* p, const FVec& v) {
   }
 }
 
+// Partial-vector variants for a run's last `count` < kLanes elements: loaded lanes past `count`
+// are zero, stores write only `count` elements.
+template <class T>
+inline FVec load_float(const T* p, int64_t count) {
+  if constexpr (std::is_same_v<T, float>) {
+    return FVec::loadu(p, count);
+  } else {
+    float buffer[kLanes] = {};
+    for (int64_t i = 0; i < count; ++i) buffer[i] = static_cast<float>(p[i]);
+    return FVec::loadu(buffer);
+  }
+}
+
+template <class T>
+inline void store_float(T* p, const FVec& v, int64_t count) {
+  if constexpr (std::is_same_v<T, float>) {
+    v.store(p, count);
+  } else {
+    float buffer[kLanes];
+    v.store(buffer);
+    for (int64_t i = 0; i < count; ++i) p[i] = static_cast<T>(buffer[i]);
+  }
+}
+
 // Scalar accumulation type: double for double data, float otherwise.
 template <class T>
 using opmath_t = std::conditional_t<std::is_same_v<T, double>, double, float>;

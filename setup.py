@@ -105,7 +105,12 @@ def extension(cuda: bool):
     link = [*OPENMP]
     if cuda:
         macros.append(("DFNAS_WITH_CUDA", "1"))
-        nvcc = ["-O3", "--expt-relaxed-constexpr", "-std=c++20"]
+        # Without a visible GPU cpp_extension cannot pick architectures (it fails with IndexError):
+        # default to Ampere and Hopper, the ones tools/cuda_check.py compile-checks, plus PTX
+        # that newer GPUs can JIT-compile. With a GPU, cpp_extension targets it.
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+        nvcc = ["-O3", "--expt-relaxed-constexpr", "-std=c++20", "--threads", "2"]
         return cpp_extension.CUDAExtension(
             "dfnas._C",
             CPU_GLUE_SOURCES + CUDA_GLUE_SOURCES + CUDA_KERNEL_SOURCES,

@@ -13,7 +13,7 @@ venv="${DFNAS_VENV:-.venv}"
 # torch first: the extension builds against the torch installed here (see _build/backend.py).
 pip install --quiet --upgrade pip
 pip install --quiet torch==2.13.0
-pip install --quiet ".[test]"
+pip install --quiet ".[test]"      # includes triton (Triton kernels run under its interpreter)
 
 # `pytest`, not `python -m pytest`: the latter puts the source tree first on sys.path, and the
 # tests must exercise the installed package (compiled extension, package data).

@@ -3,6 +3,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string_view>
+
 #include "cpu/kernels/kernels.h"
 
 namespace dfnas {
@@ -59,6 +61,43 @@ inline void check_windows(const at::Tensor& offsets, int64_t n, int64_t H, int64
   TORCH_CHECK(height >= 1 && width >= 1, op, ": window must be at least 1x1, got ", height, "x", width);
   TORCH_CHECK(height <= H && width <= W, op, ": window ", height, "x", width, " is larger than the canvas ", H,
               "x", W);
+}
+
+inline TvKind tv_kind(std::string_view kind) {
+  TORCH_CHECK(kind == "l2" || kind == "l1", "tv_loss: kind must be 'l2' or 'l1', got '", kind, "'");
+  return kind == "l2" ? TvKind::L2 : TvKind::L1;
+}
+
+inline void check_tv_input(const at::Tensor& x) {
+  check_image_batch(x, "tv_loss", "x");
+  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "tv_loss: x must be at least 2x2 pixels, got ", x.size(2), "x",
+              x.size(3));
+}
+
+// region_adam_'s tensors: the canvas layout the in-place update will walk (the canvas must
+// already be dense in it; the moments must share it).
+inline DenseImages check_region_adam_tensors(const at::Tensor& canvas, const at::Tensor& grad,
+                                             const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, int64_t step) {
+  const char* op = "region_adam_";
+  check_image_batch(canvas, op, "canvas");
+  check_image_batch(grad, op, "grad");
+  TORCH_CHECK(canvas.scalar_type() == at::kFloat || canvas.scalar_type() == at::kDouble, op,
+              ": canvas must be float32 or float64, got ", canvas.scalar_type());
+  TORCH_CHECK(step >= 1, op, ": step must be >= 1 (the step count after this update), got ", step);
+  for (const at::Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
+    TORCH_CHECK(t->scalar_type() == canvas.scalar_type() && t->device() == canvas.device(), op,
+                ": grad and moments must match the canvas dtype and device (", canvas.scalar_type(), ", ",
+                canvas.device(), "), got ", t->scalar_type(), ", ", t->device());
+  }
+  TORCH_CHECK(exp_avg.sizes() == canvas.sizes() && exp_avg_sq.sizes() == canvas.sizes(), op,
+              ": exp_avg and exp_avg_sq must have the canvas shape ", canvas.sizes());
+  TORCH_CHECK(exp_avg.strides() == canvas.strides() && exp_avg_sq.strides() == canvas.strides(), op,
+              ": exp_avg and exp_avg_sq must have the canvas memory layout");
+  TORCH_CHECK(grad.size(0) == canvas.size(0) && grad.size(1) == canvas.size(1), op, ": grad must be (",
+              canvas.size(0), ", ", canvas.size(1), ", h, w), got ", grad.sizes());
+  const DenseImages dense = dense_images(canvas);
+  TORCH_CHECK(dense.tensor.is_same(canvas), op, ": canvas must be contiguous or channels_last");
+  return dense;
 }
 
 }  // namespace dfnas

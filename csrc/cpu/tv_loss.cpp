@@ -4,26 +4,13 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
-#include <string_view>
-
 #include "cpu/tensor_checks.h"
 
 namespace dfnas {
 namespace {
 
-TvKind tv_kind(std::string_view kind) {
-  TORCH_CHECK(kind == "l2" || kind == "l1", "tv_loss: kind must be 'l2' or 'l1', got '", kind, "'");
-  return kind == "l2" ? TvKind::L2 : TvKind::L1;
-}
-
-void check_x(const at::Tensor& x) {
-  check_image_batch(x, "tv_loss", "x");
-  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "tv_loss: x must be at least 2x2 pixels, got ", x.size(2), "x",
-              x.size(3));
-}
-
 std::tuple<at::Tensor, at::Tensor> tv_loss_forward_cpu(const at::Tensor& x, c10::string_view kind) {
-  check_x(x);
+  check_tv_input(x);
   const TvKind k = tv_kind(kind);
   const DenseImages dense = dense_images(x);
   at::Tensor sums = at::empty({4}, x.options().dtype(at::kDouble));
@@ -37,7 +24,7 @@ std::tuple<at::Tensor, at::Tensor> tv_loss_forward_cpu(const at::Tensor& x, c10:
 
 at::Tensor tv_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& x, const at::Tensor& sums,
                                 c10::string_view kind) {
-  check_x(x);
+  check_tv_input(x);
   TORCH_CHECK(sums.numel() == 4 && sums.scalar_type() == at::kDouble, "tv_loss: sums must be 4 float64 values");
   const TvKind k = tv_kind(kind);
   const DenseImages dense = dense_images(x);

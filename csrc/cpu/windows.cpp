@@ -87,25 +87,8 @@ void region_adam_cpu(const at::Tensor& canvas, const at::Tensor& grad, const at:
                      double beta2, double eps, const std::optional<at::Tensor>& clamp_min,
                      const std::optional<at::Tensor>& clamp_max) {
   const char* op = "region_adam_";
-  check_image_batch(canvas, op, "canvas");
-  check_image_batch(grad, op, "grad");
-  TORCH_CHECK(canvas.scalar_type() == at::kFloat || canvas.scalar_type() == at::kDouble, op,
-              ": canvas must be float32 or float64, got ", canvas.scalar_type());
-  TORCH_CHECK(step >= 1, op, ": step must be >= 1 (the step count after this update), got ", step);
-  for (const at::Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
-    TORCH_CHECK(t->scalar_type() == canvas.scalar_type() && t->device() == canvas.device(), op,
-                ": grad and moments must match the canvas dtype and device (", canvas.scalar_type(), ", ",
-                canvas.device(), "), got ", t->scalar_type(), ", ", t->device());
-  }
-  TORCH_CHECK(exp_avg.sizes() == canvas.sizes() && exp_avg_sq.sizes() == canvas.sizes(), op,
-              ": exp_avg and exp_avg_sq must have the canvas shape ", canvas.sizes());
-  TORCH_CHECK(exp_avg.strides() == canvas.strides() && exp_avg_sq.strides() == canvas.strides(), op,
-              ": exp_avg and exp_avg_sq must have the canvas memory layout");
-  TORCH_CHECK(grad.size(0) == canvas.size(0) && grad.size(1) == canvas.size(1), op, ": grad must be (",
-              canvas.size(0), ", ", canvas.size(1), ", h, w), got ", grad.sizes());
   // The update is in place, so the canvas must already be dense in a kernel layout.
-  const DenseImages dense = dense_images(canvas);
-  TORCH_CHECK(dense.tensor.is_same(canvas), op, ": canvas must be contiguous or channels_last");
+  const DenseImages dense = check_region_adam_tensors(canvas, grad, exp_avg, exp_avg_sq, step);
   const std::vector<int64_t> offs =
       window_offsets(offsets, canvas.size(0), canvas.size(2), canvas.size(3), grad.size(2), grad.size(3), op);
   const at::Tensor grad_dense = grad.contiguous(dense.memory_format());

@@ -3,26 +3,13 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <string_view>
-
 #include "cuda/glue.h"
 
 namespace dfnas {
 namespace {
 
-TvKind tv_kind(std::string_view kind) {
-  TORCH_CHECK(kind == "l2" || kind == "l1", "tv_loss: kind must be 'l2' or 'l1', got '", kind, "'");
-  return kind == "l2" ? TvKind::L2 : TvKind::L1;
-}
-
-void check_x(const at::Tensor& x) {
-  check_image_batch(x, "tv_loss", "x");
-  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "tv_loss: x must be at least 2x2 pixels, got ", x.size(2), "x",
-              x.size(3));
-}
-
 std::tuple<at::Tensor, at::Tensor> tv_loss_forward_cuda(const at::Tensor& x, c10::string_view kind) {
-  check_x(x);
+  check_tv_input(x);
   const TvKind k = tv_kind(kind);
   const c10::cuda::CUDAGuard guard(x.device());
   const DenseImages dense = dense_images(x);
@@ -39,7 +26,7 @@ std::tuple<at::Tensor, at::Tensor> tv_loss_forward_cuda(const at::Tensor& x, c10
 
 at::Tensor tv_loss_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& x, const at::Tensor& sums,
                                  c10::string_view kind) {
-  check_x(x);
+  check_tv_input(x);
   TORCH_CHECK(sums.numel() == 4 && sums.scalar_type() == at::kDouble, "tv_loss: sums must be 4 float64 values");
   TORCH_CHECK(grad_loss.numel() == 1, "tv_loss_backward: grad_loss must be a scalar");
   check_same_device(sums, x, "tv_loss_backward", "sums");

@@ -4,6 +4,7 @@
 - `tv_loss(x, kind="l2")`: four-direction total-variation prior
 - `crop_windows(canvas, offsets, height, width)`: per-sample windows of a canvas
 - `region_adam_(canvas, grad, exp_avg, exp_avg_sq, offsets, *, step, lr, ...)`: Adam on windows only
+- `set_backend(name)` / `get_backend()`: the implementation CUDA tensors use (see `_backend`)
 
 The eager specification of each op is in `dfnas.ops.reference`; docs/ops.md states the math.
 """
@@ -15,9 +16,13 @@ from torch import Tensor
 # Order matters: the extension defines the ops that the fake and autograd modules register on.
 from dfnas.ops import _extension  # noqa: I001
 from dfnas.ops import _fake, _autograd, _checks  # noqa: F401
+from dfnas.ops import _backend
+from dfnas.ops._backend import get_backend, set_backend
 from dfnas.ops.reference import TV_KINDS
 
-__all__ = ["bn_stat_loss", "tv_loss", "crop_windows", "region_adam_"]
+__all__ = ["bn_stat_loss", "tv_loss", "crop_windows", "region_adam_", "set_backend", "get_backend"]
+
+_backend.set_backend_from_environment()
 
 
 def bn_stat_loss(x: Tensor, running_mean: Tensor, running_var: Tensor) -> Tensor:

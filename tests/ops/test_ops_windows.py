@@ -4,22 +4,13 @@ import torch
 
 from dfnas import ops
 from dfnas.ops import reference
-from op_cases import in_layout
+from op_cases import in_layout, outside_windows, window_offsets
 
 CANVAS_LAYOUTS = ("contiguous", "channels_last")
 
 
 def random_offsets(n, canvas_hw, window_hw):
-    ys = torch.randint(0, canvas_hw[0] - window_hw[0] + 1, (n,))
-    xs = torch.randint(0, canvas_hw[1] - window_hw[1] + 1, (n,))
-    return torch.stack([ys, xs], dim=1).int()
-
-
-def window_mask(shape, offsets, window_hw):
-    mask = torch.zeros(shape, dtype=torch.bool)
-    for n, (y, x) in enumerate(offsets.tolist()):
-        mask[n, :, y : y + window_hw[0], x : x + window_hw[1]] = True
-    return mask
+    return window_offsets(n, *canvas_hw, *window_hw, "cpu")
 
 
 @pytest.mark.parametrize("layout", CANVAS_LAYOUTS + ("permuted",))
@@ -67,7 +58,7 @@ def test_region_adam_matches_reference_over_steps_and_leaves_outside_untouched(l
         ops.region_adam_(canvas, grad, exp_avg, exp_avg_sq, offsets, step=step, **hyper, **bounds)
         reference.region_adam_(ref[0], grad.double(), ref[1], ref[2], offsets, step=step, **hyper,
                                **{k: v.double() for k, v in bounds.items()})
-        outside = ~window_mask(shape, offsets, window)
+        outside = outside_windows(shape, offsets, *window)
         for new, old in zip((canvas, exp_avg, exp_avg_sq), before):
             assert torch.equal(new[outside], old[outside]), "a value outside the window changed"
         for got, expected in zip((canvas, exp_avg, exp_avg_sq), ref):

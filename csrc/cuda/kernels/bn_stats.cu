@@ -173,7 +173,6 @@ template <class T, int VEC, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads)
 bn_backward_apply(const T* __restrict__ x, T* __restrict__ grad_x, int64_t outer, int64_t channels, int64_t inner,
                   const opmath_t<T>* __restrict__ shift, const opmath_t<T>* __restrict__ scale) {
-  using acc_t = opmath_t<T>;
   const int64_t radix[3] = {outer, kChannelsLast ? 1 : channels, inner};
   const int64_t total = radix[0] * radix[1] * radix[2];
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;

@@ -121,7 +121,8 @@ cudaError_t launch_tv_forward(const TvForwardLaunch& a, cudaStream_t stream) {
   return dispatch_float_types(a.dtype, [&]<class T>() {
     const int64_t slices = slices_of(a);
     double* partials = static_cast<double*>(a.workspace);
-    tv_partial<T><<<slices, kThreads, 0, stream>>>(static_cast<const T*>(a.x), planes_of(a.layout == Layout::NHWC, a.n, a.c, a.h, a.w), a.kind, partials);
+    const Planes p = planes_of(a.layout == Layout::NHWC, a.n, a.c, a.h, a.w);
+    tv_partial<T><<<slices, kThreads, 0, stream>>>(static_cast<const T*>(a.x), p, a.kind, partials);
     tv_finalize<opmath_t<T>><<<1, kThreads, 0, stream>>>(partials, slices, a.kind, a.n, a.c, a.h, a.w, a.sums,
                                                          static_cast<opmath_t<T>*>(a.loss));
     return cudaGetLastError();

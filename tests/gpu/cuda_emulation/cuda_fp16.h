@@ -1,0 +1,3 @@
+// Emulated CUDA header for host tests (see emulation.h).
+#pragma once
+#include "emulation.h"

@@ -1,0 +1,32 @@
+"""A non-finite loss stops the run with a message naming the batch, round and iteration."""
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from dfnas.synth.config import SynthConfig
+from dfnas.synth.engine import NonFiniteLossError, Synthesizer
+from dfnas.teachers import Teacher
+
+from synth_helpers import make_tiny_teacher
+
+
+class TurnsNaN(nn.Module):
+    """Wraps a teacher; its logits become NaN from the `after`-th call on."""
+
+    def __init__(self, model: nn.Module, after: int) -> None:
+        super().__init__()
+        self.model, self.after, self.calls = model, after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        logits = self.model(x)
+        return logits * float("nan") if self.calls > self.after else logits
+
+
+def test_nan_loss_names_the_iteration():
+    tiny = make_tiny_teacher()
+    teacher = Teacher(model=TurnsNaN(tiny.model, after=3), info=tiny.info)
+    synth = Synthesizer(teacher, SynthConfig(num_images=4, batch_size=2, iterations=10, rounds=2))
+    with pytest.raises(NonFiniteLossError, match=r"shard \(batch\) 0, round 0, iteration 4/10\b"):
+        synth.synthesize_shard(0)

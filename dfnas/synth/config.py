@@ -29,7 +29,7 @@ class SynthConfig:
 
     teacher: str = _option("default", "teacher spec: 'default', a TorchScript file, 'pkg.module:factory', 'timm:<name>'")
     weights: str | None = _option(None, "weights file for the teacher (safetensors or a plain state dict)")
-    num_images: int = _option(256, "images to synthesize in total (all rounds together)")
+    num_images: int = _option(1024, "images to synthesize in total (all rounds together)")
     batch_size: int = _option(64, "images optimized together; one shard holds one batch through all rounds")
     iterations: int = _option(200, "optimizer steps per batch and round")
     rounds: int = _option(2, "label-calibration rounds K: round 0 hard labels, round k>0 soft labels of round k-1")

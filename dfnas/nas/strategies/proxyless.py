@@ -1,0 +1,366 @@
+"""ProxylessNAS (Cai et al. 2019): binary-gated paths, hardware-aware architecture updates.
+
+Each block has architecture parameters alpha (one per candidate, init N(0, 1e-3)). A weight step
+runs one path drawn from softmax(alpha) per block. Every `arch_every` weight steps (after
+`warmup_epochs`) the architecture is updated on a batch of the arch split, in one of two ways:
+
+- `gradient`: binary gates g (one-hot on the sampled path, straight-through to p = softmax(alpha))
+  with `GateForward`: only the sampled op is in the graph, yet dL/dg_k = <o_k(x), dL/dy> for every
+  involved candidate, hence dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) as in
+  mit-han-lab/proxylessnas. `gate_mode` "full_v2" involves all candidates; "two" samples two
+  without replacement, gates only them (p over the pair) and afterwards shifts their alphas so the
+  pair's total probability is unchanged (`rescale_updated_arch_param`).
+  The loss adds the expected cost E[c] = sum_blocks sum_k p_k c_k (MFLOPs or ms, from a table):
+  `mul#log` alpha_r * L * (log E[c] / log T)^beta (reference default, alpha_r 0.2, beta 0.3) or
+  `add#linear` L + lambda (E[c] - T) / T (lambda 0.1).
+- `reinforce`: `rl_samples` paths, each scored on its own arch batch, reward
+  R = agreement * (T / c)^w (w = 0.1), baseline b <- m b + (1 - m) mean(R) (see `baseline_momentum`),
+  loss -mean((R - b) log p(path)).
+
+Architecture optimizer: Adam lr 1e-3, betas (0, 0.999), eps 1e-8, no weight decay. Weights: SGD
+nesterov, momentum 0.9, lr 0.025 cosine, wd 4e-5, label smoothing 0.1 (real data).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from dfnas.nas.arch import Architecture, make_architecture
+from dfnas.nas.profile import CostTable, build_latency_table, cost_table
+from dfnas.nas.search_data import SearchData
+from dfnas.nas.spaces.proxyless import MixedEdge, ProxylessSupernet
+from dfnas.nas.strategies.base import SearchConfig, space_config
+from dfnas.nas.strategies.evaluator import PathEvaluator
+from dfnas.nas.train import Batch, BatchStream, Precision, Trainer, split_indices
+
+GATE_MODES = ("full_v2", "two")
+ARCH_UPDATES = ("gradient", "reinforce")
+REGULARIZERS = ("mul#log", "add#linear", "none")
+HW_METRICS = ("flops", "latency")
+
+
+@dataclass
+class ProxylessSearchConfig(SearchConfig):
+    epochs: int = 120
+    warmup_epochs: int = 40
+    batch_size: int = 256
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    grad_clip: float = 0.0  # the reference does not clip
+    arch_lr: float = 1e-3
+    arch_betas: tuple[float, float] = (0.0, 0.999)
+    arch_eps: float = 1e-8
+    arch_every: int = 5
+    arch_fraction: float = 0.5
+    gate_mode: str = "full_v2"
+    arch_update: str = "gradient"
+    regularizer: str = "mul#log"
+    hw_metric: str = "flops"
+    target: float | None = None
+    latency_table: str | None = None
+    reg_alpha: float = 0.2
+    reg_beta: float = 0.3
+    reg_lambda: float = 0.1
+    rl_samples: int = 10
+    rl_exponent: float = 0.1
+    baseline_momentum: float = 0.99
+    calib_batches: int = 10
+    calib_batch_size: int = 128
+
+    def check(self) -> None:
+        super().check()
+        for name, allowed in (("gate_mode", GATE_MODES), ("arch_update", ARCH_UPDATES),
+                              ("regularizer", REGULARIZERS), ("hw_metric", HW_METRICS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be in 0..epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.arch_every < 1 or self.rl_samples < 1:
+            raise ValueError("arch_every and rl_samples must be >= 1")
+        if self.target is not None and self.target <= 0:
+            raise ValueError(f"target must be > 0, got {self.target}")
+
+
+# Tiny spaces cost ~1-6 MFLOPs, where mul#log's log ratio is undefined or unstable; a tiny run
+# makes tens of architecture steps, too few to move alphas at the reference lr (1e-3).
+PROXYLESS_TINY = {"epochs": 3, "warmup_epochs": 1, "batch_size": 32, "arch_every": 1,
+                  "regularizer": "add#linear", "rl_samples": 4, "calib_batches": 2,
+                  "calib_batch_size": 32, "arch_lr": 1e-2, "steps_per_epoch": 20}
+
+
+class GateForward:
+    """While active, every `MixedEdge` returns y + sum_k (g_k - sg(g_k)) * sg(o_k(x)) over its
+    involved candidates: the value stays y = o_active(x), weight gradients flow through the
+    active op only, and dL/dg_k = <o_k(x), dL/dy> (the other candidates run without a graph)."""
+
+    def __init__(self, edges: Sequence[MixedEdge], gates: Sequence[torch.Tensor],
+                 involved: Sequence[Sequence[int]]):
+        self.edges, self.gates, self.involved = edges, gates, involved
+        self.handles: list = []
+
+    def _hook(self, gates: torch.Tensor, involved: Sequence[int]):
+        def hook(edge: MixedEdge, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                outputs = [output.detach() if k == edge.active else edge.candidates[k](inputs[0])
+                           for k in involved]
+            straight_through = gates - gates.detach()
+            return output + sum(straight_through[i] * o for i, o in enumerate(outputs))
+        return hook
+
+    def __enter__(self) -> "GateForward":
+        self.handles = [edge.register_forward_hook(self._hook(g, inv))
+                        for edge, g, inv in zip(self.edges, self.gates, self.involved)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def hardware_loss(loss: torch.Tensor, expected: torch.Tensor, target: float, kind: str,
+                  alpha: float, beta: float, lam: float) -> torch.Tensor:
+    if kind == "mul#log":
+        return alpha * loss * (torch.log(expected) / math.log(target)) ** beta
+    if kind == "add#linear":
+        return loss + lam * (expected - target) / target
+    return loss
+
+
+class ProxylessSearch:
+    name = "proxyless"
+    unit_name = "epoch"
+
+    def __init__(self, config: ProxylessSearchConfig, data: SearchData, precision: Precision):
+        config.check()
+        self.config = config
+        self.space_config = space_config("proxyless", config.space_preset, data)
+        self.precision = precision
+        torch.manual_seed(config.seed)
+        self.model: ProxylessSupernet = precision.prepare_model(ProxylessSupernet(self.space_config))
+        self.edges = self.model.mixed_edges
+        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(e.candidates), device=precision.device))
+                                       for e in self.edges)
+        self.table, self.cost_scale = self._cost_table()
+        self.lowest, self.highest = self._cost_bounds()
+        self.target = config.target if config.target is not None else (self.lowest + self.highest) / 2
+        self._check_target()
+        self.trainer = Trainer(config.loss(), precision, config.grad_clip)
+        self.weight_optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                                nesterov=True, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.weight_optimizer, config.epochs)
+        self.arch_optimizer = torch.optim.Adam(self.alphas, lr=config.arch_lr, betas=tuple(config.arch_betas),
+                                               eps=config.arch_eps, weight_decay=0.0)
+        weight_part, arch_part = split_indices(len(data.train), config.arch_fraction, config.seed)
+        self.weight_stream = BatchStream(data.train.subset(weight_part), config.batch_size, config.seed + 1)
+        self.arch_stream = BatchStream(data.train.subset(arch_part), config.batch_size, config.seed + 2)
+        self.sampler = torch.Generator().manual_seed(config.seed + 3)
+        self.baseline: float | None = None
+        self.evaluator = PathEvaluator(self.model, self.trainer,
+                                       data.train.subset(weight_part).fixed_batches(
+                                           config.calib_batch_size, config.calib_batches, drop_last=True),
+                                       data.val.fixed_batches(config.calib_batch_size))
+        self.num_units = config.epochs
+
+    # --- costs
+
+    def _cost_table(self) -> tuple[CostTable, float]:
+        if self.config.hw_metric == "flops":
+            return cost_table("proxyless", self.space_config, "macs"), 1e-6
+        if self.config.latency_table is not None:
+            table = CostTable.load(self.config.latency_table)
+            expected = cost_table("proxyless", self.space_config)
+            if table.space != "proxyless" or table.metric != "latency_ms" or table.config != expected.config:
+                raise ValueError(f"latency table {self.config.latency_table} is for {table.space}/{table.metric} "
+                                 f"at another config than this search's proxyless space")
+            return table, 1.0
+        return build_latency_table("proxyless", self.space_config, self.precision.device), 1.0
+
+    def _cost_bounds(self) -> tuple[float, float]:
+        low = self.table.fixed_total + sum(min(s.values()) for s in self.table.slots)
+        high = self.table.fixed_total + sum(max(s.values()) for s in self.table.slots)
+        return low * self.cost_scale, high * self.cost_scale
+
+    def _check_target(self) -> None:
+        unit = "MFLOPs" if self.config.hw_metric == "flops" else "ms"
+        if self.target < self.lowest:
+            raise ValueError(f"target {self.target:.4g} {unit} is impossible: this space's architectures "
+                             f"cost {self.lowest:.4g} to {self.highest:.4g} {unit}")
+        if self.config.regularizer == "mul#log" and min(self.lowest, self.target) <= 1.0:
+            raise ValueError(f"mul#log needs costs and target above 1 {unit} (log ratio); this space spans "
+                             f"{self.lowest:.4g} to {self.highest:.4g} {unit}: use regularizer add#linear")
+
+    def path_cost(self, choices: Sequence[int]) -> float:
+        return self.table.cost(list(choices)) * self.cost_scale
+
+    def expected_cost(self) -> torch.Tensor:
+        probs = [torch.softmax(a, dim=0).cpu() for a in self.alphas]
+        return self.table.expected(probs) * self.cost_scale
+
+    # --- sampling
+
+    def _categorical(self, probs: torch.Tensor, count: int = 1) -> list[int]:
+        return torch.multinomial(probs.detach().float().cpu(), count, replacement=False,
+                                 generator=self.sampler).tolist()
+
+    def sample_path(self) -> list[int]:
+        path = [self._categorical(torch.softmax(a, 0))[0] for a in self.alphas]
+        for edge, k in zip(self.edges, path):
+            edge.active = k
+        return path
+
+    def sample_gates(self) -> tuple[list[torch.Tensor], list[list[int]]]:
+        """Binary gates per block (value one-hot on the active op, gradient through softmax)."""
+        gates, involved = [], []
+        for edge, alpha in zip(self.edges, self.alphas):
+            if self.config.gate_mode == "full_v2":
+                chosen = list(range(len(alpha)))
+            else:
+                chosen = self._categorical(torch.softmax(alpha, 0), 2)
+            probs = torch.softmax(alpha[chosen], 0)
+            active = self._categorical(probs)[0]
+            edge.active = chosen[active]
+            one_hot = torch.zeros_like(probs)
+            one_hot[active] = 1.0
+            gates.append(one_hot - probs.detach() + probs)
+            involved.append(chosen)
+        return gates, involved
+
+    # --- steps
+
+    def probe_forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model(images)
+
+    def unit_steps(self, unit: int) -> int:
+        return self.config.epoch_steps(self.weight_stream.batches_per_epoch)
+
+    def gradient_arch_step(self, batch: Batch) -> dict:
+        gates, involved = self.sample_gates()
+        old = [a.detach()[inv].clone() for a, inv in zip(self.alphas, involved)]
+        with GateForward(self.edges, gates, involved):
+            # Unscaled fp16 gate gradients would underflow: architecture steps never run in fp16.
+            loss = self.trainer.loss(self.model, batch, allow_fp16=False)
+        expected = self.expected_cost().to(loss.device)
+        total = hardware_loss(loss, expected, self.target, self.config.regularizer,
+                              self.config.reg_alpha, self.config.reg_beta, self.config.reg_lambda)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        grads = torch.autograd.grad(total, list(self.alphas), allow_unused=True)
+        for alpha, grad in zip(self.alphas, grads):
+            alpha.grad = torch.zeros_like(alpha) if grad is None else grad
+        self.arch_optimizer.step()
+        if self.config.gate_mode == "two":
+            self._rescale(involved, old)
+        return {"arch_loss": float(total.detach()), "expected_cost": float(expected.detach())}
+
+    @torch.no_grad()
+    def _rescale(self, involved: list[list[int]], old: list[torch.Tensor]) -> None:
+        """Shift the updated pair so its log-sum-exp, hence the others' probabilities, is kept."""
+        for alpha, inv, before in zip(self.alphas, involved, old):
+            offset = torch.logsumexp(alpha[inv], 0) - torch.logsumexp(before, 0)
+            alpha[inv] -= offset
+
+    def reinforce_arch_step(self) -> dict:
+        rewards, log_probs = [], []
+        for _ in range(self.config.rl_samples):
+            path = self.sample_path()
+            batch = self.arch_stream.next()
+            with torch.no_grad(), self.precision.autocast():
+                logits = self.model(self.precision.prepare_input(batch.images)).float()
+            accuracy = float((logits.argmax(1) == batch.reference_labels).float().mean())
+            rewards.append(accuracy * (self.target / self.path_cost(path)) ** self.config.rl_exponent)
+            log_probs.append(sum(torch.log_softmax(a, 0)[k] for a, k in zip(self.alphas, path)))
+        mean_reward = sum(rewards) / len(rewards)
+        m = self.config.baseline_momentum
+        self.baseline = mean_reward if self.baseline is None else m * self.baseline + (1 - m) * mean_reward
+        loss = -sum((r - self.baseline) * lp for r, lp in zip(rewards, log_probs)) / len(rewards)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.arch_optimizer.step()
+        return {"reward": mean_reward, "baseline": self.baseline}
+
+    def run_unit(self, unit: int, progress: Callable[[int], None]) -> dict:
+        update_arch = unit >= self.config.warmup_epochs
+        lr = self.weight_optimizer.param_groups[0]["lr"]
+        self.model.train()
+        losses, arch_records = [], []
+        for step in range(self.unit_steps(unit)):
+            self.sample_path()
+            losses.append(self.trainer.step(self.weight_optimizer, self.model, self.weight_stream.next(),
+                                            list(self.model.parameters())))
+            if update_arch and (step + 1) % self.config.arch_every == 0:
+                if self.config.arch_update == "gradient":
+                    arch_records.append(self.gradient_arch_step(self.arch_stream.next()))
+                else:
+                    arch_records.append(self.reinforce_arch_step())
+            progress(1)
+        self.scheduler.step()
+        choices = self.derived_choices()
+        self.model.set_active(choices)
+        metrics = self.evaluator(self.model)
+        probs = [torch.softmax(a.detach(), 0).cpu() for a in self.alphas]
+        record = {
+            "lr": lr, "arch_updates": len(arch_records), "train_loss": sum(losses) / len(losses),
+            "val_agreement_argmax": metrics["agreement"], "val_kl_argmax": metrics["kl"],
+            "expected_cost": float(self.expected_cost().detach()),
+            "argmax_cost": self.path_cost(self._indices(choices)),
+            "target": self.target, "cost_unit": "MFLOPs" if self.config.hw_metric == "flops" else "ms",
+            "entropy": float(sum(-(p * p.clamp_min(1e-12).log()).sum() for p in probs) / len(probs)),
+            "choices": choices, "probs": [p.tolist() for p in probs],
+        }
+        for key in ("arch_loss", "reward", "baseline"):
+            values = [r[key] for r in arch_records if key in r]
+            if values:
+                record[key] = sum(values) / len(values)
+        return record
+
+    def _indices(self, choices: Sequence[str]) -> list[int]:
+        return [edge.candidate_names.index(name) for edge, name in zip(self.edges, choices)]
+
+    def derived_choices(self) -> list[str]:
+        return [edge.candidate_names[int(a.argmax())] for edge, a in zip(self.edges, self.alphas)]
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "alphas": [a.detach().clone() for a in self.alphas],
+                "weight_optimizer": self.weight_optimizer.state_dict(),
+                "arch_optimizer": self.arch_optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "trainer": self.trainer.state_dict(), "weight_stream": self.weight_stream.state_dict(),
+                "arch_stream": self.arch_stream.state_dict(), "sampler": self.sampler.get_state(),
+                "baseline": self.baseline, "cost_table": self.table.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        with torch.no_grad():
+            for alpha, saved in zip(self.alphas, state["alphas"]):
+                alpha.copy_(saved)
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.weight_stream.load_state_dict(state["weight_stream"])
+        self.arch_stream.load_state_dict(state["arch_stream"])
+        self.sampler.set_state(state["sampler"])
+        self.baseline = state["baseline"]
+        self.table = CostTable.from_dict(state["cost_table"])
+
+    def architecture(self) -> Architecture:
+        table = self.table if self.config.hw_metric == "latency" else None
+        return make_architecture("proxyless", self.space_config, self.derived_choices(), latency_table=table)
+
+    def plot(self, directory: Path) -> list[Path]:
+        from dfnas.nas.strategies.plots import heatmap
+
+        width = max(len(a) for a in self.alphas)
+        grid = torch.full((len(self.alphas), width), float("nan"))
+        for row, alpha in enumerate(self.alphas):
+            grid[row, :len(alpha)] = torch.softmax(alpha.detach().float().cpu(), 0)
+        names = max((e.candidate_names for e in self.edges), key=len)
+        path = directory / "alphas.png"
+        heatmap(path, {"blocks": grid}, [f"block {i}" for i in range(len(self.alphas))], names,
+                "ProxylessNAS op probabilities softmax(alpha)")
+        return [path]

@@ -1,0 +1,202 @@
+"""Single Path One-Shot (Guo et al. 2019) with the data-free changes of Liu et al. (DFNAS).
+
+Two phases, one unit each: `epochs` epochs of supernet training, each step on one path drawn
+uniformly per layer (optionally rejection-sampled into `train_flops_range`), then `generations`
+generations of `Evolution` under `flops_limit`, each candidate scored by `PathEvaluator` (exact BN
+recalibration on a fixed set of training batches, then top-1 agreement with the teacher on the
+synthetic val split, or minus the KL).
+Reference defaults (megvii-model/SinglePathOneShot): SGD lr 0.5 linearly decayed to 0 per step,
+momentum 0.9, wd 4e-5 on weights with ndim > 1 only, label smoothing 0.1 (real data);
+evolution 50 / top-10 / 20 generations / 25 mutations (p = 0.1) / 25 crossovers;
+recalibration on 200 batches of 128, evaluation in batches of 200. FLOPs are in MFLOPs
+(multiply-accumulates / 1e6), as the reference's 330 M limit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dfnas.nas.arch import Architecture, make_architecture
+from dfnas.nas.profile import cost_table
+from dfnas.nas.search_data import SearchData
+from dfnas.nas.spaces.spos import SposSupernet
+from dfnas.nas.strategies.base import SearchConfig, space_config
+from dfnas.nas.strategies.evaluator import FITNESS_METRICS, PathEvaluator
+from dfnas.nas.strategies.evolution import Evolution, EvolutionConfig
+from dfnas.nas.train import BatchStream, Precision, Trainer
+
+SAMPLING_TRIES = 10_000
+
+
+@dataclass
+class SposSearchConfig(SearchConfig):
+    epochs: int = 120
+    batch_size: int = 1024
+    lr: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    grad_clip: float = 0.0  # the reference does not clip
+    train_flops_range: tuple[float, float] | None = None
+    flops_limit: float | None = None
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    calib_batches: int = 200
+    calib_batch_size: int = 128
+    val_batch_size: int = 200
+    fitness: str = "agreement"
+
+    def check(self) -> None:
+        super().check()
+        self.evolution.check()
+        if self.fitness not in FITNESS_METRICS:
+            raise ValueError(f"fitness must be one of {FITNESS_METRICS}, got {self.fitness!r}")
+        if self.train_flops_range is not None and self.train_flops_range[0] > self.train_flops_range[1]:
+            raise ValueError(f"train_flops_range {self.train_flops_range} is empty (min > max)")
+
+
+SPOS_TINY = {"epochs": 3, "batch_size": 32, "calib_batches": 4, "calib_batch_size": 32,
+             "val_batch_size": 100,
+             "evolution": {"population": 10, "top_k": 3, "generations": 3, "mutations": 4,
+                           "crossovers": 4}}
+
+
+class SposSearch:
+    name = "spos"
+
+    def __init__(self, config: SposSearchConfig, data: SearchData, precision: Precision):
+        config.check()
+        self.config = config
+        self.space_config = space_config("spos", config.space_preset, data)
+        self.table = cost_table("spos", self.space_config)
+        self.lowest, self.highest = self._mflops_bounds()
+        self._check_flops_settings()
+        torch.manual_seed(config.seed)
+        self.model: SposSupernet = precision.prepare_model(SposSupernet(self.space_config))
+        self.trainer = Trainer(config.loss(), precision, config.grad_clip)
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                                          {"params": no_decay, "weight_decay": 0.0}],
+                                         lr=config.lr, momentum=config.momentum)
+        self.stream = BatchStream(data.train, config.batch_size, config.seed + 1)
+        total_steps = config.epochs * config.epoch_steps(self.stream.batches_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+        self.sampler = torch.Generator().manual_seed(config.seed + 3)
+        calibration_order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed + 4))
+        calibration_set = data.train.subset(calibration_order)
+        self.evaluator = PathEvaluator(
+            self.model, self.trainer,
+            calibration_set.fixed_batches(config.calib_batch_size, config.calib_batches, drop_last=True),
+            data.val.fixed_batches(config.val_batch_size), config.fitness)
+        self.evolution = Evolution(config.evolution, self.space_config.num_layers,
+                                   self.space_config.num_choices, self.mflops, config.flops_limit,
+                                   config.seed + 5)
+        self.num_units = config.epochs + config.evolution.generations
+
+    @property
+    def unit_name(self) -> str:
+        return "unit"
+
+    def mflops(self, path: tuple[int, ...]) -> float:
+        return self.table.cost(list(path)) / 1e6
+
+    def _mflops_bounds(self) -> tuple[float, float]:
+        low = self.table.fixed_total + sum(min(slot.values()) for slot in self.table.slots)
+        high = self.table.fixed_total + sum(max(slot.values()) for slot in self.table.slots)
+        return low / 1e6, high / 1e6
+
+    def _check_flops_settings(self) -> None:
+        span = f"this space's architectures have {self.lowest:.4g} to {self.highest:.4g} MFLOPs"
+        limit = self.config.flops_limit
+        if limit is not None and limit < self.lowest:
+            raise ValueError(f"flops limit {limit:.4g} MFLOPs is impossible: {span}")
+        low_high = self.config.train_flops_range
+        if low_high is not None and (low_high[1] < self.lowest or low_high[0] > self.highest):
+            raise ValueError(f"train FLOPs range {low_high[0]:.4g}..{low_high[1]:.4g} MFLOPs is impossible: {span}")
+
+    def sample_path(self) -> tuple[int, ...]:
+        """Uniform per layer, rejected until inside `train_flops_range` (if set)."""
+        layers, choices = self.space_config.num_layers, self.space_config.num_choices
+        for _ in range(SAMPLING_TRIES):
+            path = tuple(int(k) for k in torch.randint(choices, (layers,), generator=self.sampler))
+            low_high = self.config.train_flops_range
+            if low_high is None or low_high[0] <= self.mflops(path) <= low_high[1]:
+                return path
+        raise ValueError(f"no path within train_flops_range {self.config.train_flops_range} after "
+                         f"{SAMPLING_TRIES} uniform draws; widen the range")
+
+    def probe_forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model(images, [0] * self.space_config.num_layers)
+
+    def unit_steps(self, unit: int) -> int:
+        if unit < self.config.epochs:
+            return self.config.epoch_steps(self.stream.batches_per_epoch)
+        return len(self.evolution.candidates)
+
+    def run_unit(self, unit: int, progress: Callable[[int], None]) -> dict:
+        if unit < self.config.epochs:
+            return self._train_epoch(progress)
+        return self._generation(progress)
+
+    def _train_epoch(self, progress: Callable[[int], None]) -> dict:
+        self.model.train()
+        losses, lr = [], self.optimizer.param_groups[0]["lr"]
+        for _ in range(self.config.epoch_steps(self.stream.batches_per_epoch)):
+            batch, path = self.stream.next(), self.sample_path()
+            # Parameters off the path get no gradient (None), so momentum and decay skip them.
+            losses.append(self.trainer.step(self.optimizer, lambda x, path=path: self.model(x, path), batch,
+                                            list(self.model.parameters())))
+            self.scheduler.step()
+            progress(1)
+        return {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses)}
+
+    def _generation(self, progress: Callable[[int], None]) -> dict:
+        results: dict[tuple[int, ...], dict] = {}
+
+        def fitness(path: tuple[int, ...]) -> float:
+            results[path] = self.evaluator(lambda x: self.model(x, path))
+            return results[path]["fitness"]
+
+        evaluated = self.evolution.evaluate_generation(fitness, progress)
+        best = self.evolution.best()
+        return {"phase": "evolution", "evaluated": len(evaluated),
+                "best_fitness": best.fitness, "best_mflops": best.mflops,
+                "best_path": list(best.path),
+                "candidates": [{**e.to_dict(), "kl": results[e.path]["kl"]} for e in evaluated],
+                "top_k": [e.to_dict() for e in self.evolution.top()]}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "trainer": self.trainer.state_dict(),
+                "stream": self.stream.state_dict(), "sampler": self.sampler.get_state(),
+                "evolution": self.evolution.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.stream.load_state_dict(state["stream"])
+        self.sampler.set_state(state["sampler"])
+        self.evolution.load_state_dict(state["evolution"])
+
+    def architecture(self) -> Architecture:
+        return make_architecture("spos", self.space_config, self.evolution.best().path)
+
+    def plot(self, directory: Path) -> list[Path]:
+        from dfnas.nas.strategies.plots import pareto_scatter
+
+        entries = list(self.evolution.archive.values())
+        best = self.evolution.best()
+        path = directory / "evolution.png"
+        pareto_scatter(path, [e.mflops for e in entries], [e.fitness for e in entries],
+                       [e.generation for e in entries], (best.mflops, best.fitness),
+                       self.config.flops_limit,
+                       "agreement with teacher" if self.config.fitness == "agreement" else "-KL",
+                       "SPOS evolution: evaluated candidates")
+        return [path]

@@ -1,0 +1,143 @@
+"""ProxylessNAS: binary-gate gradients against finite differences, the alpha gradient formula,
+`two`-mode rescaling, the cost regularizers, REINFORCE, and resume."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dfnas.nas.search_data import load_search_data
+from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessSupernet
+from dfnas.nas.strategies import ProxylessSearch, ProxylessSearchConfig, run_search
+from dfnas.nas.strategies.proxyless import GateForward, hardware_loss
+from dfnas.nas.train import Batch, LossConfig, Precision, Trainer
+
+from test_search_data import write_tiny_dataset
+
+CPU = Precision(torch.device("cpu"))
+
+
+def _supernet_and_batch():
+    config = ProxylessConfig.tiny(in_channels=1, input_size=8, num_classes=4)
+    model = ProxylessSupernet(config).double().train()
+    batch = Batch(torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64),
+                  torch.randint(0, 4, (6,)))
+    return model, batch
+
+
+def test_gate_gradients_match_finite_differences():
+    model, batch = _supernet_and_batch()
+    trainer = Trainer(LossConfig(temperature=2.0), CPU)
+    edges = model.mixed_edges
+    for edge, active in zip(edges, (1, 3, 0, 2, 5, 4)):
+        edge.active = active
+    probe = [1, 3]  # two blocks' gates are checked at once
+    gates = [torch.zeros(len(edges[i].candidates), dtype=torch.float64) for i in probe]
+    for g, i in zip(gates, probe):
+        g[edges[i].active] = 1.0
+        g.requires_grad_()
+    with GateForward([edges[i] for i in probe], gates, [list(range(len(g))) for g in gates]):
+        loss = trainer.loss(model, batch)
+    analytic = torch.autograd.grad(loss, gates)
+
+    def loss_at(values: list[torch.Tensor]) -> float:
+        """The loss with each probed block's output = sum_k g_k o_k(x) (a real-valued mixture)."""
+        def mixture(g):
+            return lambda edge, inputs, output: sum(w * op(inputs[0]) for w, op in zip(g, edge.candidates))
+        handles = [edges[i].register_forward_hook(mixture(g)) for i, g in zip(probe, values)]
+        try:
+            with torch.no_grad():
+                return float(trainer.loss(model, batch))
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    eps = 1e-6
+    for block, (g, grad) in enumerate(zip(gates, analytic)):
+        for k in range(len(g)):
+            plus = [x.detach().clone() for x in gates]
+            minus = [x.detach().clone() for x in gates]
+            plus[block][k] += eps
+            minus[block][k] -= eps
+            numeric = (loss_at(plus) - loss_at(minus)) / (2 * eps)
+            assert math.isclose(float(grad[k]), numeric, rel_tol=1e-5, abs_tol=1e-8), (block, k)
+
+
+def test_alpha_gradient_is_the_reference_formula():
+    model, batch = _supernet_and_batch()
+    trainer = Trainer(LossConfig(), CPU)
+    edge = model.mixed_edges[2]
+    edge.active = 4
+    alpha = torch.randn(len(edge.candidates), dtype=torch.float64, requires_grad=True)
+    probs = torch.softmax(alpha, 0)
+    one_hot = torch.zeros_like(probs)
+    one_hot[4] = 1.0
+    gates = one_hot - probs.detach() + probs
+    gates.retain_grad()
+    with GateForward([edge], [gates], [list(range(len(probs)))]):
+        trainer.loss(model, batch).backward()
+    p, dg = probs.detach(), gates.grad
+    expected = torch.stack([sum(dg[j] * p[j] * (float(i == j) - p[i]) for j in range(len(p))) for i in range(len(p))])
+    torch.testing.assert_close(alpha.grad, expected)
+
+
+def test_regularizers():
+    loss, expected = torch.tensor(2.0), torch.tensor(400.0)
+    torch.testing.assert_close(hardware_loss(loss, expected, 300.0, "mul#log", 0.2, 0.3, 0.1),
+                               0.2 * 2.0 * (math.log(400) / math.log(300)) ** 0.3 * torch.ones(()))
+    torch.testing.assert_close(hardware_loss(loss, expected, 300.0, "add#linear", 0.2, 0.3, 0.1),
+                               torch.tensor(2.0 + 0.1 * 100 / 300))
+
+
+def _search(tmp_path, **overrides) -> ProxylessSearch:
+    root = tmp_path / "ds"
+    if not root.exists():
+        write_tiny_dataset(root, count=40, num_classes=4)
+    data = load_search_data(str(root), torch.device("cpu"))
+    settings = {"space_preset": "tiny", "epochs": 2, "warmup_epochs": 0, "batch_size": 8, "arch_every": 1,
+                "regularizer": "add#linear", "rl_samples": 3, "calib_batches": 1, "calib_batch_size": 8}
+    return ProxylessSearch(ProxylessSearchConfig(**{**settings, **overrides}), data, CPU)
+
+
+def test_two_mode_keeps_the_other_probabilities(tmp_path):
+    search = _search(tmp_path, gate_mode="two", arch_lr=0.05, regularizer="none")
+    before = [torch.softmax(a.detach(), 0) for a in search.alphas]
+    torch.manual_seed(5)
+    search.gradient_arch_step(search.arch_stream.next())
+    changed = 0
+    for alpha, old in zip(search.alphas, before):
+        new = torch.softmax(alpha.detach(), 0)
+        moved = ~torch.isclose(new, old, rtol=0, atol=1e-7)
+        assert int(moved.sum()) in (0, 2)  # only the sampled pair moves...
+        torch.testing.assert_close(new[moved].sum(), old[moved].sum())  # ...keeping its total
+        changed += int(moved.any())
+    assert changed > 0
+
+
+@pytest.mark.parametrize("arch_update", ["gradient", "reinforce"])
+def test_end_to_end_and_resume(tmp_path, arch_update):
+    run_config = {"arch_update": arch_update}
+    full = _search(tmp_path, arch_update=arch_update)
+    initial = [a.detach().clone() for a in full.alphas]
+    done = run_search(full, tmp_path / "full", run_config, progress_bar=False, echo=lambda s: None)
+    assert any(not torch.equal(a, b) for a, b in zip(initial, full.alphas))
+    arch = done.architecture
+    assert arch.derived["flops"] > 0 and len(arch.choices) == 6
+    arch.build().eval()(torch.zeros(1, 1, 8, 8))
+    if arch_update == "reinforce":
+        assert full.baseline is not None
+
+    run_search(_search(tmp_path, arch_update=arch_update), tmp_path / "split", run_config, stop_after=1,
+               progress_bar=False, echo=lambda s: None)
+    resumed = run_search(_search(tmp_path, arch_update=arch_update), tmp_path / "split", run_config,
+                         resume=True, progress_bar=False, echo=lambda s: None)
+    assert resumed.architecture.to_dict() == arch.to_dict()
+    assert (tmp_path / "split" / "log.jsonl").read_text() == (tmp_path / "full" / "log.jsonl").read_text()
+
+
+def test_impossible_target_and_mul_log_units(tmp_path):
+    with pytest.raises(ValueError, match="target .* is impossible"):
+        _search(tmp_path, target=1e-4)
+    with pytest.raises(ValueError, match="mul#log needs costs and target above 1"):
+        _search(tmp_path, regularizer="mul#log")

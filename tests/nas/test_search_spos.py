@@ -1,0 +1,142 @@
+"""SPOS: exact BN recalibration, FLOPs-limited evolution, path sampling, and a tiny end-to-end
+search through the console script."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dfnas.nas.arch import Architecture
+from dfnas.nas.profile import cost_table
+from dfnas.nas.search_data import load_search_data
+from dfnas.nas.spaces.spos import SposConfig, SposSupernet
+from dfnas.nas.strategies import SposSearch, SposSearchConfig
+from dfnas.nas.strategies.evaluator import batch_norms, recalibrate_bn
+from dfnas.nas.strategies.evolution import Evolution, EvolutionConfig
+from dfnas.nas.train import Batch, Precision
+
+from test_search_data import write_tiny_dataset
+
+CPU = Precision(torch.device("cpu"))
+TINY = SposConfig.tiny(in_channels=1, input_size=8, num_classes=4)
+
+
+def test_bn_recalibration_gives_the_exact_statistics():
+    model = SposSupernet(TINY).double()
+    path = [1, 0, 3, 2, 1]
+    batches = [Batch(torch.randn(6, 1, 8, 8, dtype=torch.float64), None, torch.zeros(6, dtype=torch.long))
+               for _ in range(3)]
+    # Give the running statistics some history that recalibration must discard.
+    model.train()
+    for _ in range(2):
+        model(3 * torch.randn(6, 1, 8, 8, dtype=torch.float64) + 1, path)
+    inputs: dict[torch.nn.Module, list[torch.Tensor]] = {}
+    hooks = [bn.register_forward_pre_hook(lambda m, args: inputs.setdefault(m, []).append(args[0].detach()))
+             for bn in batch_norms(model)]
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch.images, path)
+    for hook in hooks:
+        hook.remove()
+
+    recalibrate_bn(model, lambda x: model(x, path), batches, CPU)
+
+    assert inputs and model.training  # the model's mode is restored
+    for bn, seen in inputs.items():
+        stacked = torch.stack(seen)  # (batches, N, C, H, W)
+        mean = stacked.transpose(1, 2).reshape(len(seen), bn.num_features, -1)
+        exact_mean = mean.mean(dim=(0, 2))
+        exact_var = torch.stack([x.transpose(0, 1).reshape(bn.num_features, -1).var(dim=1) for x in seen]).mean(0)
+        torch.testing.assert_close(bn.running_mean, exact_mean, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, exact_var, rtol=1e-10, atol=1e-12)
+        assert bn.momentum == 0.1
+    # Batch order does not matter (a cumulative average, not an EMA).
+    means = {bn: bn.running_mean.clone() for bn in inputs}
+    recalibrate_bn(model, lambda x: model(x, path), batches[::-1], CPU)
+    for bn in inputs:
+        torch.testing.assert_close(bn.running_mean, means[bn], rtol=1e-10, atol=1e-12)
+
+
+def test_evolution_respects_the_flops_limit():
+    table = cost_table("spos", TINY)
+    mflops = lambda path: table.cost(list(path)) / 1e6  # noqa: E731
+    low = table.fixed_total + sum(min(s.values()) for s in table.slots)
+    high = table.fixed_total + sum(max(s.values()) for s in table.slots)
+    limit = (low + 0.4 * (high - low)) / 1e6
+    config = EvolutionConfig(population=12, top_k=4, generations=5, mutations=4, crossovers=4)
+    evolution = Evolution(config, TINY.num_layers, 4, mflops, limit, seed=0)
+    # A fitness that rewards FLOPs: without the limit the search would run past it.
+    for _ in range(config.generations):
+        evaluated = evolution.evaluate_generation(lambda path: mflops(path))
+        assert all(e.mflops <= limit for e in evaluated)
+    assert len(evolution.archive) > config.population
+    assert evolution.best().mflops <= limit
+    assert evolution.best().fitness == max(e.fitness for e in evolution.archive.values())
+    assert evolution.best().mflops > low / 1e6  # it did climb toward the limit
+
+
+def _tiny_data(tmp_path):
+    root = tmp_path / "ds"
+    if not root.exists():
+        write_tiny_dataset(root, count=40, num_classes=4)
+    return root, load_search_data(str(root), torch.device("cpu"))
+
+
+def test_impossible_flops_settings_are_refused(tmp_path):
+    _, data = _tiny_data(tmp_path)
+    with pytest.raises(ValueError, match="flops limit .* is impossible"):
+        SposSearch(SposSearchConfig(space_preset="tiny", batch_size=8, flops_limit=1e-6), data, CPU)
+    with pytest.raises(ValueError, match="train FLOPs range .* is impossible"):
+        SposSearch(SposSearchConfig(space_preset="tiny", batch_size=8, train_flops_range=(100.0, 200.0)), data, CPU)
+
+
+def test_flops_restricted_sampling_stays_in_range(tmp_path):
+    _, data = _tiny_data(tmp_path)
+    search = SposSearch(SposSearchConfig(space_preset="tiny", batch_size=8), data, CPU)
+    low, high = search.lowest, search.highest
+    band = (low + 0.3 * (high - low), low + 0.6 * (high - low))
+    search = SposSearch(SposSearchConfig(space_preset="tiny", batch_size=8, train_flops_range=band), data, CPU)
+    for _ in range(30):
+        assert band[0] <= search.mflops(search.sample_path()) <= band[1]
+
+
+SMALL = ["--epochs", "2", "--batch-size", "8", "--evolution-population", "6", "--evolution-top-k", "2",
+         "--evolution-generations", "2", "--evolution-mutations", "2", "--evolution-crossovers", "2",
+         "--calib-batches", "2", "--calib-batch-size", "8", "--val-batch-size", "8",
+         "--channels-last", "off", "--amp", "off", "--quiet"]
+
+
+def _console() -> list[str]:
+    script = shutil.which("dfnas-search")
+    return [script] if script else [sys.executable, "-m", "dfnas.cli.search"]
+
+
+def test_console_script_end_to_end_and_kill_resume(tmp_path):
+    root, _ = _tiny_data(tmp_path)
+    common = ["spos", "--data", str(root), *SMALL, "--flops-limit", "0.06", "--threads", "1"]
+    full = subprocess.run(_console() + common, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "search-spos"  # the default --out, relative to the working directory
+    arch = json.loads((out / "architecture.json").read_text())
+    assert arch["derived"]["flops"] <= 0.06e6
+    Architecture.from_dict(arch).build().eval()(torch.zeros(1, 1, 8, 8))
+    assert (out / "evolution.png").stat().st_size > 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["supernet", "supernet", "evolution", "evolution"]
+    assert all(c["mflops"] <= 0.06 for r in records[2:] for c in r["candidates"])
+
+    split = ["--out", "split"]
+    stopped = subprocess.run(_console() + common + split + ["--stop-after", "3"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (tmp_path / "split" / "architecture.json").exists()
+    resumed = subprocess.run(_console() + common + split + ["--resume"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "split" / "architecture.json").read_text()) == arch
+    assert (tmp_path / "split" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -22,10 +23,12 @@ def test_build_info_reports_capabilities_openmp_and_vector_width():
     assert info["float_lanes"] == {"AVX512": 16, "AVX2": 8, "DEFAULT": 8}[expected]
 
 
+# Subprocesses run outside the source tree so that they import the installed package.
 def run_with_capability(value: str) -> str:
     code = "import dfnas, json; print(json.dumps(dfnas.build_info()))"
     env = {**os.environ, "DFNAS_CPU_CAPABILITY": value}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir())
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -41,7 +44,8 @@ def test_environment_variable_selects_a_lower_capability_with_identical_results(
     outputs = []
     for value in ("default", "avx2", "avx512"):
         env = {**os.environ, "DFNAS_CPU_CAPABILITY": value}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir()).stdout
         outputs.append([float(v) for v in out.split()])
     # Same float64 scalar code; only FMA contraction may differ between the variants.
     for other in outputs[1:]:

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -16,15 +17,17 @@ from safetensors.torch import load_file
 from dfnas.cli.synth import main
 from dfnas.data.writer import sha256_file
 
-REPO = Path(__file__).resolve().parents[2]
+# Subprocesses run outside the source tree: with it as cwd, `python -m` would import the source
+# package (which has no compiled extension in a regular install) instead of the installed one.
+NEUTRAL_CWD = tempfile.gettempdir()
 # Tiny but real: the default teacher, few iterations.
 SMALL = ["--num-images", "12", "--batch-size", "2", "--rounds", "2", "--iterations", "4", "--quiet"]
 
 
 def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "dfnas.cli.synth", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
+                          env=env, cwd=NEUTRAL_CWD, timeout=300)
 
 
 def read_dataset(root: Path) -> tuple[dict, torch.Tensor]:
@@ -80,8 +83,8 @@ def test_toml_config_and_flags(tmp_path, default_teacher_spec):
 def test_kill_9_then_resume_finishes_exactly_once(tmp_path, default_teacher_spec):
     out = tmp_path / "out"
     args = ["--num-images", "24", "--batch-size", "2", "--rounds", "2", "--iterations", "8", "--quiet", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "dfnas.cli.synth", *args], env=env, cwd=REPO,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "dfnas.cli.synth", *args], env=env, cwd=NEUTRAL_CWD,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "shard-00001.safetensors").exists():
@@ -107,11 +110,11 @@ def test_kill_9_then_resume_finishes_exactly_once(tmp_path, default_teacher_spec
 def test_torchrun_two_processes_equal_one_process(tmp_path, default_teacher_spec):
     single = run_cli(*SMALL, "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "dfnas.cli.synth", *SMALL, "--out", str(tmp_path / "multi")],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        capture_output=True, text=True, env=env, cwd=NEUTRAL_CWD, timeout=300)
     assert torchrun.returncode == 0, torchrun.stderr[-2000:]
     for name in ["manifest.json"] + [f"shard-{i:05d}.safetensors" for i in range(3)]:
         assert (tmp_path / "single" / name).read_bytes() == (tmp_path / "multi" / name).read_bytes(), name

@@ -16,10 +16,26 @@ namespace {
 
 constexpr int64_t kTaskElements = 8192;
 
-// Adam + clamp over one contiguous run; lo/hi hold a per-element bound (len entries).
+// Clamp bounds of a run: one channel's pair broadcast (NCHW rows are single-channel) or a
+// per-element pattern (channels-last rows interleave the channels).
 template <class T>
-void adam_run(T* p, const T* g, T* m, T* v, int64_t len, const AdamConstants& constants, const T* lo,
-              const T* hi) {
+struct ChannelBound {
+  T value;
+  FVec vec(int64_t, int64_t) const { return FVec(static_cast<float>(value)); }
+  T at(int64_t) const { return value; }
+};
+
+template <class T>
+struct PatternBound {
+  const T* values;
+  FVec vec(int64_t i, int64_t n) const { return FVec::loadu(values + i, n); }
+  T at(int64_t i) const { return values[i]; }
+};
+
+// Adam + clamp over one contiguous run.
+template <class T, class Bound>
+void adam_run(T* p, const T* g, T* m, T* v, int64_t len, const AdamConstants& constants, const Bound& lo,
+              const Bound& hi) {
   if constexpr (std::is_same_v<T, float>) {
     // The last vector is partial: its lanes past the run's end are loaded as 0 and not stored.
     const AdamConstantsOf<FVec> c(constants);
@@ -27,14 +43,14 @@ void adam_run(T* p, const T* g, T* m, T* v, int64_t len, const AdamConstants& co
       const int64_t n = std::min(kLanes, len - i);
       FVec m_i = FVec::loadu(m + i, n), v_i = FVec::loadu(v + i, n);
       const FVec p_i = adam_update(FVec::loadu(p + i, n), FVec::loadu(g + i, n), m_i, v_i, c);
-      clamp_value(p_i, FVec::loadu(lo + i, n), FVec::loadu(hi + i, n)).store(p + i, n);
+      clamp_value(p_i, lo.vec(i, n), hi.vec(i, n)).store(p + i, n);
       m_i.store(m + i, n);
       v_i.store(v + i, n);
     }
   } else {
     const AdamConstantsOf<T> c(constants);
     for (int64_t i = 0; i < len; ++i) {
-      p[i] = clamp_value(adam_update(p[i], g[i], m[i], v[i], c), lo[i], hi[i]);
+      p[i] = clamp_value(adam_update(p[i], g[i], m[i], v[i], c), lo.at(i), hi.at(i));
     }
   }
 }
@@ -46,49 +62,41 @@ void region_adam_impl(const RegionAdamArgs& a) {
   T* exp_avg = static_cast<T*>(a.exp_avg);
   T* exp_avg_sq = static_cast<T*>(a.exp_avg_sq);
   const int64_t C = a.c, H = a.height, W = a.width, h = a.window_h, w = a.window_w;
-  const bool nchw = a.layout == Layout::NCHW;
-  const int64_t rows = nchw ? a.n * C * h : a.n * h;
-  const int64_t row_len = nchw ? w : w * C;
   const T inf = std::numeric_limits<T>::infinity();
-  // Per-element bounds of one row: a channel's bound repeated (NCHW rows are single-channel,
-  // so they use one entry per channel, expanded per row below).
-  std::vector<T> lo(nchw ? C : row_len), hi(lo.size());
-  for (size_t i = 0; i < lo.size(); ++i) {
-    const int64_t ch = static_cast<int64_t>(i) % C;
-    lo[i] = a.clamp_min ? static_cast<T>(a.clamp_min[ch]) : -inf;
-    hi[i] = a.clamp_max ? static_cast<T>(a.clamp_max[ch]) : inf;
-  }
-  const int64_t grain = std::max<int64_t>(1, kTaskElements / row_len);
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> row_lo, row_hi;
-    if (nchw) {
-      row_lo.resize(row_len);
-      row_hi.resize(row_len);
-    }
-    int64_t row_channel = -1;
-    for (int64_t r = begin; r < end; ++r) {
-      int64_t n, c, i;
-      if (nchw) {
-        n = r / (C * h), c = (r / h) % C, i = r % h;
-      } else {
-        n = r / h, c = 0, i = r % h;
-      }
-      const int64_t y = a.offsets[2 * n] + i, x0 = a.offsets[2 * n + 1];
-      const int64_t canvas_at = nchw ? ((n * C + c) * H + y) * W + x0 : ((n * H + y) * W + x0) * C;
-      const int64_t grad_at = r * row_len;
-      const T* bound_lo = lo.data();
-      const T* bound_hi = hi.data();
-      if (nchw) {
-        if (c != row_channel) {
-          std::fill(row_lo.begin(), row_lo.end(), lo[c]);
-          std::fill(row_hi.begin(), row_hi.end(), hi[c]);
-          row_channel = c;
+  const auto lo_of = [&](int64_t c) { return a.clamp_min ? static_cast<T>(a.clamp_min[c]) : -inf; };
+  const auto hi_of = [&](int64_t c) { return a.clamp_max ? static_cast<T>(a.clamp_max[c]) : inf; };
+  const auto update = [&](int64_t canvas_at, int64_t grad_at, int64_t len, const auto& lo, const auto& hi) {
+    adam_run(canvas + canvas_at, grad + grad_at, exp_avg + canvas_at, exp_avg_sq + canvas_at, len, a.adam, lo, hi);
+  };
+  if (a.layout == Layout::NCHW) {
+    // Task = one (sample, channel) window: h rows of w elements.
+    const int64_t grain = std::max<int64_t>(1, kTaskElements / (h * w));
+    at::parallel_for(0, a.n * C, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t n = plane / C, c = plane % C;
+        const ChannelBound<T> lo{lo_of(c)}, hi{hi_of(c)};
+        const int64_t y0 = a.offsets[2 * n], x0 = a.offsets[2 * n + 1];
+        for (int64_t i = 0; i < h; ++i) {
+          update((plane * H + y0 + i) * W + x0, (plane * h + i) * w, w, lo, hi);
         }
-        bound_lo = row_lo.data();
-        bound_hi = row_hi.data();
       }
-      adam_run(canvas + canvas_at, grad + grad_at, exp_avg + canvas_at, exp_avg_sq + canvas_at, row_len, a.adam,
-               bound_lo, bound_hi);
+    });
+    return;
+  }
+  // Channels-last: task = one window row of w * C interleaved elements.
+  const int64_t row_len = w * C;
+  std::vector<T> lo_pattern(row_len), hi_pattern(row_len);
+  for (int64_t i = 0; i < row_len; ++i) {
+    lo_pattern[i] = lo_of(i % C);
+    hi_pattern[i] = hi_of(i % C);
+  }
+  const PatternBound<T> lo{lo_pattern.data()}, hi{hi_pattern.data()};
+  const int64_t grain = std::max<int64_t>(1, kTaskElements / row_len);
+  at::parallel_for(0, a.n * h, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / h, i = r % h;
+      const int64_t y = a.offsets[2 * n] + i, x0 = a.offsets[2 * n + 1];
+      update(((n * H + y) * W + x0) * C, r * row_len, row_len, lo, hi);
     }
   });
 }

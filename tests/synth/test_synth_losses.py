@@ -74,6 +74,7 @@ def test_hooks_reject_a_teacher_without_batchnorm():
         BNStatHooks(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_hooks_reject_a_torchscript_teacher_with_a_clear_message(tiny_teacher):
     scripted = torch.jit.script(tiny_teacher.model)
     with pytest.raises(ValueError, match="TorchScript teachers cannot be synthesized from"):

@@ -207,7 +207,7 @@ def run(argv: list[str] | None) -> int:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from dfnas.nas.profile import atomic_write_json
+    from dfnas.files import atomic_write_json
 
     atomic_write_json(path, json.loads(json.dumps(payload, default=str)))
 

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from torch.utils.data import Dataset
 
+from dfnas.files import sha256_file
 from dfnas.teachers.teacher import TeacherInfo
 
 FORMAT = "dfnas-synthetic"
@@ -106,7 +107,7 @@ def read_manifest(root: str | Path) -> Manifest:
 def verify_shard(root: str | Path, entry: ShardEntry) -> bool:
     """True iff the shard file exists and its bytes match the manifest's sha256."""
     path = Path(root) / entry.file
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
+    return path.is_file() and sha256_file(path) == entry.sha256
 
 
 def load_synthetic(

@@ -8,7 +8,6 @@ kept, everything else is (re)generated.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save as safetensors_bytes
+
+from dfnas.files import atomic_write_bytes, atomic_write_json, sha256_file
 
 FORMAT = "dfnas-synthetic"
 VERSION = 1
@@ -38,29 +39,6 @@ class ShardRecord:
 
 def shard_file_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def shard_bytes(images: torch.Tensor, soft_labels: torch.Tensor, targets: torch.Tensor) -> bytes:
@@ -180,7 +158,7 @@ class DatasetWriter:
             **self.header,
             "shards": [asdict(self.records[i]) for i in sorted(self.records)],
         }
-        atomic_write_bytes(self.root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+        atomic_write_json(self.root / MANIFEST, manifest)
 
     def finish(self) -> None:
         """Verify every shard on disk, then write the manifest with `complete: true`."""

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from dfnas.nas.profile import CostTable, arch_cost, atomic_write_json
+from dfnas.files import atomic_write_json
+from dfnas.nas.profile import CostTable, arch_cost
 from dfnas.nas.spaces import SPACE_NAMES, get_space
 from dfnas.nas.spaces.darts import DartsConfig, Genotype, as_genotype
 from dfnas.nas.spaces.proxyless_netconfig import from_net_config, to_net_config

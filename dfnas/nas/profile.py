@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from dfnas.files import atomic_write_json
 from dfnas.nas.spaces import get_space
 from dfnas.nas.spaces.base import Layout, Part
 from dfnas.nas.spaces.darts import cell_kinds
@@ -34,23 +33,6 @@ from dfnas.nas.spaces.darts import cell_kinds
 TABLE_FORMAT = "dfnas-cost-table"
 TABLE_VERSION = 1
 METRICS = ("macs", "params", "latency_ms")
-
-
-def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

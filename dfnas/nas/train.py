@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import os
 import statistics
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dfnas.files import atomic_open
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -431,17 +432,8 @@ class Checkpointer:
         return self.path.is_file()
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.path) as handle:
+            torch.save(state, handle)
 
     def load(self, map_location: torch.device | str = "cpu") -> dict[str, Any]:
         if not self.exists():

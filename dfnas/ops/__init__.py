@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 # Order matters: the extension defines the ops that the fake and autograd modules register on.
-from dfnas.ops import _extension  # noqa: I001
+from dfnas.ops import _extension  # noqa: F401
 from dfnas.ops import _fake, _autograd, _checks  # noqa: F401
 from dfnas.ops import _backend
 from dfnas.ops._backend import get_backend, set_backend

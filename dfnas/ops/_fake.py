@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 
-def _opmath(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def opmath(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation / loss dtype: float64 for float64 data, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def dense_memory_format(x: Tensor) -> torch.memory_format:
@@ -30,7 +31,7 @@ def _check_4d(x: Tensor, op: str) -> None:
 def _bn_stat_loss_forward(x, running_mean, running_var):
     _check_4d(x, "bn_stat_loss")
     channels = x.shape[1]
-    dtype = _opmath(x)
+    dtype = opmath(x.dtype)
     return x.new_empty((), dtype=dtype), x.new_empty((channels,), dtype=dtype), x.new_empty((channels,), dtype=dtype)
 
 
@@ -42,7 +43,7 @@ def _bn_stat_loss_backward(grad_loss, x, mean, var, running_mean, running_var):
 @torch.library.register_fake("dfnas::tv_loss_forward")
 def _tv_loss_forward(x, kind):
     _check_4d(x, "tv_loss")
-    return x.new_empty((), dtype=_opmath(x)), x.new_empty((4,), dtype=torch.float64)
+    return x.new_empty((), dtype=opmath(x.dtype)), x.new_empty((4,), dtype=torch.float64)
 
 
 @torch.library.register_fake("dfnas::tv_loss_backward")

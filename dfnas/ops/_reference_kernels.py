@@ -15,12 +15,7 @@ import torch
 from torch import Tensor
 
 from dfnas.ops import reference
-from dfnas.ops._fake import dense_memory_format
-
-
-def opmath(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation / loss dtype: float64 for float64 data, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from dfnas.ops._fake import dense_memory_format, opmath
 
 
 def bn_affine_coefficients(grad_loss: Tensor, mean: Tensor, var: Tensor, running_mean: Tensor,
@@ -91,20 +86,10 @@ def tv_loss_forward(x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
 
 
 def tv_loss_backward(grad_loss: Tensor, x: Tensor, sums: Tensor, kind: str) -> Tensor:
-    x64 = x.double()
-    grad = torch.zeros_like(x64)
-    weights = tv_weights(kind, grad_loss, sums, x.shape)
-    # Each difference d_k = first - second; (first, second) are these slices of x.
-    slices = [
-        ((..., slice(None), slice(None, -1)), (..., slice(None), slice(1, None))),
-        ((..., slice(None, -1), slice(None)), (..., slice(1, None), slice(None))),
-        ((..., slice(1, None), slice(None, -1)), (..., slice(None, -1), slice(1, None))),
-        ((..., slice(None, -1), slice(None, -1)), (..., slice(1, None), slice(1, None))),
-    ]
-    for d, weight, (first, second) in zip(reference.tv_differences(x64), weights, slices):
-        dd = weight * (d if kind == "l2" else d.sign())
-        grad[first] += dd
-        grad[second] -= dd
+    # The specification's own gradient (autograd of reference.tv_loss); `sums` is implied by x.
+    with torch.enable_grad():
+        x64 = x.detach().double().requires_grad_()
+        (grad,) = torch.autograd.grad(reference.tv_loss(x64, kind), x64, grad_loss.double())
     return _like_x(grad, x)
 
 

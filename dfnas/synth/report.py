@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dfnas.data.writer import MANIFEST, atomic_write_bytes
+from dfnas.data.writer import MANIFEST
+from dfnas.files import atomic_write_bytes, atomic_write_json
 
 PREVIEW_IMAGES = 64
 
@@ -109,7 +110,7 @@ def write_report(root: Path) -> dict:
     manifest, images, soft_labels, targets = load_shards(root)
     class_names = [str(name) for name in manifest["teacher"]["class_names"]]
     summary = summarize(manifest, soft_labels, targets)
-    atomic_write_bytes(root / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_json(root / "summary.json", summary)
     plot_relationships(summary, class_names, root / "class_relationships.png")
     plot_preview(images, soft_labels, targets, class_names, root / "preview.png")
     return summary

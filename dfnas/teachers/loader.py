@@ -14,7 +14,8 @@ from torch import nn
 from dfnas.teachers import metadata as meta
 from dfnas.teachers.digit_cnn import DigitCNN
 from dfnas.teachers.teacher import Teacher
-from dfnas.teachers.weights import existing_file, file_sha256, load_state_dict_strictly, read_state_dict
+from dfnas.files import sha256_file
+from dfnas.teachers.weights import existing_file, load_state_dict_strictly, read_state_dict
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 BUNDLED_METADATA = BUNDLED_DIR / "default.json"
@@ -68,7 +69,7 @@ def _bundled(weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tu
     metadata = meta.merge_metadata(meta.read_metadata_file(BUNDLED_METADATA), overrides)
     if weights is None:
         path = BUNDLED_DIR / bundled["weights_file"]
-        sha256 = file_sha256(existing_file(path, "bundled teacher weights"))
+        sha256 = sha256_file(existing_file(path, "bundled teacher weights"))
         if sha256 != bundled["sha256"]:
             raise ValueError(
                 f"bundled teacher weights {path} do not match the sha256 in {BUNDLED_METADATA}; "
@@ -76,7 +77,7 @@ def _bundled(weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tu
             )
     else:
         path = existing_file(weights, "weights file")
-        sha256 = file_sha256(path)
+        sha256 = sha256_file(path)
     model = DigitCNN(**metadata.get("factory_kwargs", {}))
     load_state_dict_strictly(model, read_state_dict(path), path, "default")
     return model, sha256, metadata
@@ -94,7 +95,7 @@ def _factory(spec: str, weights: str | os.PathLike | None, overrides: dict[str, 
         raise ValueError(f"cannot import the factory of teacher spec {spec!r}: {meta.first_line(error)}") from None
     model = _build(factory, spec, metadata.get("factory_kwargs", {}))
     load_state_dict_strictly(model, read_state_dict(path), path, spec)
-    return model, file_sha256(path), metadata
+    return model, sha256_file(path), metadata
 
 
 def _timm(spec: str, weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tuple[nn.Module, str, dict[str, Any]]:
@@ -119,7 +120,7 @@ def _timm(spec: str, weights: str | os.PathLike | None, overrides: dict[str, Any
     metadata = {**from_timm, **metadata}
     meta.check_required(metadata, spec, meta.sidecar_path(path))
     load_state_dict_strictly(model, read_state_dict(path), path, spec)
-    return model, file_sha256(path), metadata
+    return model, sha256_file(path), metadata
 
 
 def _torchscript(spec: str, weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tuple[nn.Module, str, dict[str, Any]]:
@@ -131,7 +132,7 @@ def _torchscript(spec: str, weights: str | os.PathLike | None, overrides: dict[s
         model = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # torch.jit.load raises RuntimeError or ValueError depending on the damage
         raise ValueError(f"TorchScript file {path} is corrupt or not TorchScript: {meta.first_line(error)}") from None
-    return model, file_sha256(path), metadata
+    return model, sha256_file(path), metadata
 
 
 def _metadata_for(path: Path, spec: str, overrides: dict[str, Any], *, check: bool = True) -> dict[str, Any]:

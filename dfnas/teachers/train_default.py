@@ -7,21 +7,18 @@ accuracy on the held-out "test" split (1,000 digits), and writes `default.safete
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from dfnas.data import mnist
+from dfnas.files import atomic_write_bytes, atomic_write_json, sha256_file
 from dfnas.teachers.digit_cnn import ARCHITECTURE, DigitCNN
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -85,26 +82,13 @@ def train(config: dict, train_set: mnist.MnistTensors, test_set: mnist.MnistTens
     return model, accuracy(model, test_set.images, test_set.labels)
 
 
-def _write_atomically(path: Path, write) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; these files ship with the package
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_teacher(model: nn.Module, metadata: dict, out_dir: Path) -> dict:
     """Write the weights and then the metadata (with the weights' sha256); return the metadata."""
     weights_path = out_dir / WEIGHTS_NAME
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    _write_atomically(weights_path, lambda path: save_file(state, path, metadata={"architecture": ARCHITECTURE}))
-    metadata = {**metadata, "weights_file": WEIGHTS_NAME, "sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest()}
-    text = json.dumps(metadata, indent=2) + "\n"
-    _write_atomically(out_dir / METADATA_NAME, lambda path: Path(path).write_text(text))
+    atomic_write_bytes(weights_path, save(state, metadata={"architecture": ARCHITECTURE}))
+    metadata = {**metadata, "weights_file": WEIGHTS_NAME, "sha256": sha256_file(weights_path)}
+    atomic_write_json(out_dir / METADATA_NAME, metadata)
     return metadata
 
 

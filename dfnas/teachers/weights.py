@@ -1,7 +1,6 @@
 """Reading weight files safely: safetensors, or a state dict through `torch.load(weights_only=True)`."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -13,14 +12,6 @@ from dfnas.teachers.metadata import first_line
 
 # Training checkpoints often nest the state dict one level down under one of these keys.
 _NESTED_STATE_KEYS = ("state_dict", "model", "model_state_dict")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def existing_file(path: str | os.PathLike, what: str) -> Path:

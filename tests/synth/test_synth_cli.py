@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from dfnas.cli.synth import main
-from dfnas.data.writer import sha256_file
+from dfnas.files import sha256_file
 
 # Subprocesses run outside the source tree: with it as cwd, `python -m` would import the source
 # package (which has no compiled extension in a regular install) instead of the installed one.

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dfnas.data.writer import DatasetWriteError, DatasetWriter, sha256_file
+from dfnas.data.writer import DatasetWriteError, DatasetWriter
+from dfnas.files import sha256_file
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.run import synthesize_dataset
 

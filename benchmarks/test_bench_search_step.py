@@ -26,8 +26,11 @@ from torch.utils.data import DataLoader
 from dfnas.data.synthetic import SyntheticDataset
 from dfnas.nas.search_data import load_search_data
 from dfnas.nas.strategies import STRATEGIES
-from dfnas.nas.strategies.settings import build_config
-from dfnas.nas.train import Batch, BatchStream, Precision, select_precision
+from dfnas.config import apply
+from dfnas.nas.search_run import strategy_config
+from dfnas.data.images import Batch, BatchStream
+from dfnas.device import Precision
+from dfnas.nas.tuning import select_precision
 
 BATCH = 64
 QUICK_BATCH = 4
@@ -93,9 +96,9 @@ def test_search_step(benchmark, tmp_path_factory, name, implementation):
     root = write_dataset(tmp_path_factory.mktemp(name), CROPS[name])
     cpu = torch.device("cpu")
     data = load_search_data(str(root), cpu)
-    strategy, config_type, tiny = STRATEGIES[name]
-    config = build_config(config_type, tiny, "tiny", {}, {"batch_size": batch, "regularizer": "none"}
-                          if name == "proxyless" else {"batch_size": batch})
+    strategy = STRATEGIES[name][0]
+    config = apply(strategy_config(name, "tiny"), {"batch_size": batch, "regularizer": "none"}
+                   if name == "proxyless" else {"batch_size": batch}, "benchmark")
     precision, timings = Precision(cpu), {}
     if implementation == "dfnas" and benchmark.enabled:
         probe = strategy(config, data, precision)

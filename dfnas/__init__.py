@@ -1,7 +1,7 @@
 """dfnas: data-free neural architecture search.
 
 Pure-Python parts (search spaces, data formats, ...) import without the compiled extension; the
-fused ops in `dfnas.ops` load `dfnas._C` on first import.
+fused ops in `dfnas.ops` load `dfnas._C` on first use (the first op call).
 """
 from __future__ import annotations
 

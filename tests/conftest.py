@@ -1,4 +1,4 @@
-"""Shared test configuration: every test starts from the same RNG state."""
+"""Shared test configuration: every test starts from the same RNG state, in its own working directory."""
 import pytest
 import torch
 
@@ -9,3 +9,10 @@ def _seeded_rng():
     torch.manual_seed(0)
     yield
     torch.random.set_rng_state(state)
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path, monkeypatch):
+    """Run in the test's tmp_path: a default output path (./search-spos, ./dfnas-run-out) lands
+    there, and nothing in the repository (e.g. a leftover README pipeline run) changes a result."""
+    monkeypatch.chdir(tmp_path)

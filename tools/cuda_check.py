@@ -90,9 +90,9 @@ def problems(reports: list[KernelReport], sources: list[str]) -> list[str]:
 
 
 def table(reports: list[KernelReport]) -> str:
-    rows = [f"{'source':<14} {'arch':<6} {'regs':>4} {'smem':>6} {'spill st/ld':>11}  kernel"]
+    rows = [f"{'source':<16} {'arch':<6} {'regs':>4} {'smem':>6} {'spill st/ld':>11}  kernel"]
     for r in sorted(reports, key=lambda r: (r.source, r.name, r.arch)):
-        rows.append(f"{r.source:<14} {r.arch:<6} {r.registers:>4} {r.smem_bytes:>6} "
+        rows.append(f"{r.source:<16} {r.arch:<6} {r.registers:>4} {r.smem_bytes:>6} "
                     f"{f'{r.spill_stores}/{r.spill_loads}':>11}  {r.name}")
     return "\n".join(rows)
 

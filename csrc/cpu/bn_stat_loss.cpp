@@ -1,4 +1,5 @@
-// CPU glue of the BN-statistics loss: checks, layout, and the loss from per-channel moments.
+// CPU glue of the BN-statistics loss (kernels: cpu/kernels/bn_stat_loss.cpp): checks, layout, and
+// the loss from per-channel moments.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -7,16 +8,11 @@
 #include <cmath>
 #include <vector>
 
-#include "dfnas/bn_stats_math.h"
-#include "cpu/tensor_checks.h"
+#include "cpu/glue.h"
+#include "dfnas/bn_stat_loss_math.h"
 
 namespace dfnas {
 namespace {
-
-std::vector<double> to_doubles(const at::Tensor& v) {
-  const at::Tensor d = v.to(at::kDouble).contiguous();
-  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
-}
 
 at::Tensor vector_tensor(const std::vector<double>& values, at::TensorOptions options) {
   at::Tensor out = at::empty({static_cast<int64_t>(values.size())}, options.dtype(at::kDouble));
@@ -30,16 +26,10 @@ double l2_distance(const std::vector<double>& a, const std::vector<double>& b) {
   return std::sqrt(sum);
 }
 
-void check_args(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var) {
-  check_image_batch(x, "bn_stat_loss", "x");
-  check_channel_vector(running_mean, x, "bn_stat_loss", "running_mean");
-  check_channel_vector(running_var, x, "bn_stat_loss", "running_var");
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_stat_loss_forward_cpu(const at::Tensor& x,
                                                                          const at::Tensor& running_mean,
                                                                          const at::Tensor& running_var) {
-  check_args(x, running_mean, running_var);
+  check_bn_stat_loss_args(x, running_mean, running_var);
   const DenseImages dense = dense_images(x);
   const int64_t C = x.size(1);
   std::vector<double> mean(C), var(C);
@@ -53,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_stat_loss_forward_cpu(const at
 at::Tensor bn_stat_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& x, const at::Tensor& mean,
                                      const at::Tensor& var, const at::Tensor& running_mean,
                                      const at::Tensor& running_var) {
-  check_args(x, running_mean, running_var);
+  check_bn_stat_loss_args(x, running_mean, running_var);
   const int64_t C = x.size(1);
   const double count = static_cast<double>(x.size(0)) * x.size(2) * x.size(3);
   const double grad = grad_loss.item<double>();

@@ -1,10 +1,10 @@
-// CPU glue of the total-variation prior.
+// CPU glue of the total-variation prior (kernels: cpu/kernels/tv_loss.cpp).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
-#include "cpu/tensor_checks.h"
+#include "cpu/glue.h"
 
 namespace dfnas {
 namespace {
@@ -25,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor> tv_loss_forward_cpu(const at::Tensor& x, c10:
 at::Tensor tv_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& x, const at::Tensor& sums,
                                 c10::string_view kind) {
   check_tv_input(x);
-  TORCH_CHECK(sums.numel() == 4 && sums.scalar_type() == at::kDouble, "tv_loss: sums must be 4 float64 values");
+  check_tv_sums(sums);
   const TvKind k = tv_kind(kind);
   const DenseImages dense = dense_images(x);
   cpu::TvBackwardArgs args{dense.tensor.data_ptr(), nullptr, kernel_dtype(x, "tv_loss"), dense.layout, k,

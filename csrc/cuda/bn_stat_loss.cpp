@@ -1,5 +1,6 @@
-// CUDA glue of the BN-statistics loss: checks, layout, outputs; the kernels compute the loss,
-// the moments and the backward on the device without synchronizing with the host.
+// CUDA glue of the BN-statistics loss (kernels: cuda/kernels/bn_stat_loss.cu): checks, layout,
+// outputs; the kernels compute the loss, the moments and the backward on the device without
+// synchronizing with the host.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -10,9 +11,7 @@ namespace dfnas {
 namespace {
 
 void check_args(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var) {
-  check_image_batch(x, "bn_stat_loss", "x");
-  check_channel_vector(running_mean, x, "bn_stat_loss", "running_mean");
-  check_channel_vector(running_var, x, "bn_stat_loss", "running_var");
+  check_bn_stat_loss_args(x, running_mean, running_var);
   TORCH_CHECK(x.size(1) <= 65535, "bn_stat_loss: at most 65535 channels on CUDA, got ", x.size(1));
 }
 
@@ -26,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_stat_loss_forward_cuda(const a
   const auto options = x.options().dtype(opmath_dtype(x));
   const int64_t C = x.size(1);
   at::Tensor loss = at::empty({}, options), mean = at::empty({C}, options), var = at::empty({C}, options);
-  cuda::BnStatsLaunch launch{dense.tensor.data_ptr(), cuda_dtype(x, "bn_stat_loss"), cuda_layout(dense),
+  cuda::BnStatsLaunch launch{dense.tensor.data_ptr(), kernel_dtype(x, "bn_stat_loss"), dense.layout,
                              x.size(0), C, x.size(2) * x.size(3), running.first.data_ptr(),
                              running.second.data_ptr(), running.dtype, loss.data_ptr(), mean.data_ptr(),
                              var.data_ptr(), nullptr};
@@ -51,8 +50,8 @@ at::Tensor bn_stat_loss_backward_cuda(const at::Tensor& grad_loss, const at::Ten
   const at::Tensor mu = mean.to(opmath).contiguous(), sigma2 = var.to(opmath).contiguous();
   const ChannelPair running = channel_pair(running_mean, running_var);
   at::Tensor grad_x = at::empty(x.sizes(), x.options(), dense.memory_format());
-  cuda::BnBackwardLaunch launch{dense.tensor.data_ptr(), grad_x.data_ptr(), cuda_dtype(x, "bn_stat_loss"),
-                                cuda_layout(dense), x.size(0), x.size(1), x.size(2) * x.size(3),
+  cuda::BnBackwardLaunch launch{dense.tensor.data_ptr(), grad_x.data_ptr(), kernel_dtype(x, "bn_stat_loss"),
+                                dense.layout, x.size(0), x.size(1), x.size(2) * x.size(3),
                                 g.data_ptr(), mu.data_ptr(), sigma2.data_ptr(), running.first.data_ptr(),
                                 running.second.data_ptr(), running.dtype, nullptr};
   const at::Tensor scratch = workspace(x, cuda::bn_backward_workspace_bytes(launch));

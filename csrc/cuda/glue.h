@@ -1,6 +1,6 @@
-// ATen-side helpers of the CUDA glue: tensor dtype/layout to the launchers' enums, the current
-// stream, and the launch check. Argument checks and layout choice are the CPU glue's
-// (csrc/cpu/tensor_checks.h), so both backends accept and reject the same inputs.
+// ATen-side helpers of the CUDA glue (csrc/cuda/<op>.cpp): the current stream, workspaces,
+// device-side small inputs. Argument checks and layout choice are the shared ones
+// (csrc/tensor_checks.h), so both backends accept and reject the same inputs.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -9,24 +9,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "cpu/tensor_checks.h"
 #include "cuda/kernels/launchers.h"
+#include "tensor_checks.h"
 
 namespace dfnas {
-
-inline cuda::Dtype cuda_dtype(const at::Tensor& x, const char* op) {
-  switch (kernel_dtype(x, op)) {
-    case cpu::Dtype::Float32: return cuda::Dtype::Float32;
-    case cpu::Dtype::Float64: return cuda::Dtype::Float64;
-    case cpu::Dtype::BFloat16: return cuda::Dtype::BFloat16;
-    case cpu::Dtype::Float16: return cuda::Dtype::Float16;
-  }
-  TORCH_CHECK(false, op, ": unsupported dtype ", x.scalar_type());
-}
-
-inline cuda::Layout cuda_layout(const DenseImages& dense) {
-  return dense.layout == cpu::Layout::NHWC ? cuda::Layout::NHWC : cuda::Layout::NCHW;
-}
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
@@ -39,19 +25,24 @@ inline at::Tensor workspace(const at::Tensor& like, size_t bytes) {
 // either is float64; other dtypes convert exactly to float32). No copy when already so.
 struct ChannelPair {
   at::Tensor first, second;
-  cuda::Dtype dtype;
+  Dtype dtype;
 };
 
 inline ChannelPair channel_pair(const at::Tensor& first, const at::Tensor& second) {
   const bool wide = first.scalar_type() == at::kDouble || second.scalar_type() == at::kDouble;
   const at::ScalarType type = wide ? at::kDouble : at::kFloat;
   return {first.to(type).contiguous(), second.to(type).contiguous(),
-          wide ? cuda::Dtype::Float64 : cuda::Dtype::Float32};
+          wide ? Dtype::Float64 : Dtype::Float32};
 }
 
-inline void check_same_device(const at::Tensor& t, const at::Tensor& reference, const char* op, const char* name) {
-  TORCH_CHECK(t.device() == reference.device(), op, ": ", name, " is on ", t.device(), " but expected ",
-              reference.device());
+// Window offsets (n, 2) on the canvas's device, as int64 (no copy when already so). Only the
+// shapes are checked here: the kernels check each window against the canvas on the device (a
+// window outside traps) instead of copying the offsets to the host, which would synchronize.
+inline at::Tensor device_window_offsets(const at::Tensor& offsets, const at::Tensor& canvas_like, int64_t n,
+                                        int64_t H, int64_t W, int64_t height, int64_t width, const char* op) {
+  check_windows(offsets, n, H, W, height, width, op);
+  check_same_device(offsets, canvas_like, op, "offsets");
+  return offsets.to(at::kLong).contiguous();
 }
 
 }  // namespace dfnas

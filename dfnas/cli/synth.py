@@ -7,68 +7,31 @@ Run under `torchrun --nproc-per-node N` to split the shards over N processes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
-
-from dfnas.data.writer import DatasetWriteError
-from dfnas.synth.config import ConfigError, SynthConfig
-from dfnas.synth.engine import NonFiniteLossError, Progress
+from dfnas.config import Parser, add_config_flags, layered, read_toml, run_main
+from dfnas.synth.config import SynthConfig
 
 DEFAULT_OUT = "./dfnas-synth-out"
-FIELD_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
-
-
-class UsageError(Exception):
-    """Bad command-line input; reported as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dfnas-synth", description=__doc__.split("\n")[0],
-                     argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config", metavar="FILE", help="TOML file with config keys (flags override it)")
-    parser.add_argument("--out", metavar="DIR", help=f"output dataset directory (default {DEFAULT_OUT})")
+    parser = Parser(prog="dfnas-synth", description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the flags (flags override it)")
+    parser.add_argument("--out", metavar="DIR", help=f"output dataset directory (default: {DEFAULT_OUT})")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (verified shards are kept)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    for field in dataclasses.fields(SynthConfig):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = f"{field.metadata['help']} (default: {field.default})"
-        if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            parser.add_argument(flag, dest=field.name, type=FIELD_TYPES[field.type], choices=field.metadata.get("choices"),
-                                help=help_text)
+    add_config_flags(parser, SynthConfig())
     return parser
-
-
-def read_toml(path: str) -> dict:
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path!r} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"config file {path!r} is not valid TOML: {error}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[SynthConfig, str, bool]:
     """(config, out dir, resume) from defaults < TOML file < flags."""
     values = read_toml(args.config) if "config" in args else {}
     out = values.pop("out", DEFAULT_OUT)
-    resume = bool(values.pop("resume", False))
-    names = {field.name for field in dataclasses.fields(SynthConfig)}
-    values.update({name: value for name, value in vars(args).items() if name in names})
-    return SynthConfig.from_dict(values), getattr(args, "out", out), getattr(args, "resume", resume)
+    resume = values.pop("resume", False)
+    return layered(SynthConfig(), values, args), getattr(args, "out", out), bool(getattr(args, "resume", resume))
 
 
 def progress_bar(quiet: bool):
@@ -98,34 +61,28 @@ def progress_bar(quiet: bool):
     return factory
 
 
-def fail(error: BaseException, code: int) -> int:
-    """Report `error` as one line on stderr; return the exit code."""
-    message = " ".join(str(error).split()) or type(error).__name__
-    print(f"dfnas-synth: error: {message}", file=sys.stderr)
-    return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        config, out, resume = config_from_args(args)
-        config.validate()
-    except (UsageError, ConfigError, TypeError) as error:
-        return fail(error, 2)
+def run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    config, out, resume = config_from_args(args)
+    from dfnas.synth.report import WEAK_CLASS, weak_classes
     from dfnas.synth.run import synthesize_dataset
 
-    try:
-        result = synthesize_dataset(config, out, resume=resume, progress=progress_bar(getattr(args, "quiet", False)))
-    except NonFiniteLossError as error:
-        return fail(error, 1)
-    except (ConfigError, DatasetWriteError, ValueError, OSError, LookupError, ImportError) as error:
-        return fail(error, 2)
+    result = synthesize_dataset(config, out, resume=resume, progress=progress_bar(getattr(args, "quiet", False)))
     if result.summary is not None:
         summary = result.summary
         print(f"dfnas-synth: {summary['num_images']} images in {Path(out)} ({result.seconds:.0f} s); "
               f"teacher agrees with targets on {summary['agreement_with_targets']:.1%}, "
               f"mean confidence {summary['mean_teacher_confidence']:.3f}")
+        weak = weak_classes(summary)
+        if weak:
+            listed = ", ".join(f"{name} {value:.0%}" for name, value in weak.items())
+            print(f"dfnas-synth: warning: the teacher agrees with the target on fewer than {WEAK_CLASS:.0%} of the "
+                  f"images of class(es) {listed}; more --iterations usually help", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("dfnas-synth", run, argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ directory is built under a temporary name next to `out_dir` and renamed into pla
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import shutil
@@ -50,8 +51,8 @@ def export_png(
     The CSV's `split` column says which split (`load_synthetic(..., val_fraction=...)`) each image
     belongs to. An existing non-empty `out_dir` is an error unless `overwrite`.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"export target {out_dir} exists and is not a directory")

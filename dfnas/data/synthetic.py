@@ -20,8 +20,9 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from torch.utils.data import Dataset
 
+from dfnas.data.pixels import center_crop, from_uint8
 from dfnas.files import sha256_file
-from dfnas.teachers.teacher import TeacherInfo
+from dfnas.data.teacher_record import TeacherInfo
 
 FORMAT = "dfnas-synthetic"
 VERSION = 1
@@ -178,7 +179,7 @@ class SyntheticDataset(Dataset):
         if split not in ("train", "val"):
             raise ValueError(f"SyntheticDataset split must be 'train' or 'val', got {split!r}")
         data = load_synthetic(root, split, verify=verify, val_fraction=val_fraction)
-        channels, height, width = data.manifest.canvas
+        _, height, width = data.manifest.canvas
         crop_h, crop_w = data.manifest.crop if crop is None else ((crop, crop) if isinstance(crop, int) else crop)
         if not (0 < crop_h <= height and 0 < crop_w <= width):
             raise ValueError(f"crop {crop_h}x{crop_w} does not fit the {height}x{width} canvas of {root}")
@@ -189,8 +190,6 @@ class SyntheticDataset(Dataset):
         self.crop = (crop_h, crop_w)
         self.random_crop = augment and split == "train"
         self.flip = self.random_crop and data.teacher.flip_ok
-        self._mean = torch.tensor(data.teacher.mean, dtype=torch.float32).view(channels, 1, 1)
-        self._std = torch.tensor(data.teacher.std, dtype=torch.float32).view(channels, 1, 1)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -201,13 +200,12 @@ class SyntheticDataset(Dataset):
         if self.random_crop:
             top = int(torch.randint(height - crop_h + 1, ()))
             left = int(torch.randint(width - crop_w + 1, ()))
+            window = image[:, top : top + crop_h, left : left + crop_w]
         else:
-            top, left = (height - crop_h) // 2, (width - crop_w) // 2
-        window = image[:, top : top + crop_h, left : left + crop_w]
+            window = center_crop(image, crop_h, crop_w)
         if self.flip and bool(torch.rand(()) < 0.5):
             window = window.flip(-1)
-        pixels = window.to(torch.float32) / 255.0
-        return (pixels - self._mean) / self._std, self.soft_labels[index]
+        return from_uint8(window[None], self.teacher.mean, self.teacher.std)[0], self.soft_labels[index]
 
 
 def _read_shard(manifest: Manifest, entry: ShardEntry, verify: bool) -> dict[str, torch.Tensor]:
@@ -245,6 +243,8 @@ def _check_shard(tensors: dict[str, torch.Tensor], manifest: Manifest, entry: Sh
     targets = tensors["targets"]
     if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise ValueError(f"shard {path}: targets outside [0, {num_classes})")
+    if not bool(torch.isfinite(tensors["soft_labels"]).all()):
+        raise ValueError(f"shard {path}: soft labels contain NaN or infinite values; the dataset cannot teach")
 
 
 def _check_consistency(manifest: Manifest, path: Path) -> None:

@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from dfnas.files import atomic_write_bytes, atomic_write_json, sha256_file
+from dfnas.config import UsageError
+from dfnas.files import atomic_write_bytes, atomic_write_json, remove_leftover_temporaries, sha256_file
 
 FORMAT = "dfnas-synthetic"
 VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class DatasetWriteError(RuntimeError):
+class DatasetWriteError(UsageError):
     """The output directory cannot take this dataset (unwritable, other config, unknown format)."""
 
 
@@ -50,6 +51,8 @@ def shard_bytes(images: torch.Tensor, soft_labels: torch.Tensor, targets: torch.
         raise ValueError(f"soft_labels must be float32 ({n}, K), got {soft_labels.dtype} {tuple(soft_labels.shape)}")
     if targets.dtype != torch.int64 or tuple(targets.shape) != (n,):
         raise ValueError(f"targets must be int64 ({n},), got {targets.dtype} {tuple(targets.shape)}")
+    if not bool(torch.isfinite(soft_labels).all()):
+        raise ValueError("soft_labels contain NaN or infinite values; refusing to store them")
     tensors = {"images": images, "soft_labels": soft_labels, "targets": targets}
     return safetensors_bytes({name: t.detach().cpu().contiguous() for name, t in tensors.items()})
 
@@ -85,13 +88,18 @@ class DatasetWriter:
         self.shard_counts = list(shard_counts)
         self.records: dict[int, ShardRecord] = {}
         self.owns_manifest = write_manifest
+        self.finished = False
         check_writable(self.root)
         manifest_path = self.root / MANIFEST
-        if manifest_path.exists():
+        if manifest_path.exists() and not _lists_shards(manifest_path):
+            pass  # a run that stopped before its first shard: nothing to keep, start over
+        elif manifest_path.exists():
             if not resume:
                 raise DatasetWriteError(
                     f"{str(self.root)!r} already holds a synthetic dataset; pass --resume to continue it or choose another --out")
             self._adopt(manifest_path)
+            if self.owns_manifest:
+                remove_leftover_temporaries(self.root)
         if self.owns_manifest:
             self.write_manifest()
 
@@ -111,7 +119,7 @@ class DatasetWriter:
                 raise DatasetWriteError(
                     f"cannot resume {str(self.root)!r}: its {key} differs from the requested one ({'; '.join(differences)})")
         for entry in manifest.get("shards", []):
-            record = ShardRecord(**entry)
+            record = _shard_record(entry, manifest_path)
             if self.verify(record):
                 self.records[record.index] = record
 
@@ -146,15 +154,11 @@ class DatasetWriter:
         if self.owns_manifest:
             self.write_manifest()
 
-    @property
-    def complete(self) -> bool:
-        return not self.pending()
-
     def write_manifest(self) -> None:
         manifest = {
             "format": FORMAT,
             "version": VERSION,
-            "complete": self.complete,
+            "complete": self.finished,
             **self.header,
             "shards": [asdict(self.records[i]) for i in sorted(self.records)],
         }
@@ -165,4 +169,23 @@ class DatasetWriter:
         bad = [i for i, record in sorted(self.records.items()) if not self.verify(record)]
         if bad or self.pending():
             raise DatasetWriteError(f"dataset in {str(self.root)!r} is incomplete: missing or corrupt shards {bad or self.pending()}")
+        self.finished = True
         self.write_manifest()
+
+
+def _lists_shards(manifest_path: Path) -> bool:
+    """Whether an existing manifest records any shard (an unreadable one counts: never discard it)."""
+    try:
+        return bool(json.loads(manifest_path.read_text()).get("shards", True))
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def _shard_record(entry, manifest_path: Path) -> ShardRecord:
+    """A manifest's shard entry, checked: the keys and types of `ShardRecord`."""
+    types = {"file": str, "index": int, "count": int, "sha256": str}
+    if (not isinstance(entry, dict) or set(entry) != set(types)
+            or any(not isinstance(entry[k], t) or isinstance(entry[k], bool) for k, t in types.items())):
+        raise DatasetWriteError(f"{str(manifest_path)!r} has a malformed shard entry {entry!r}; expected keys "
+                                f"{', '.join(types)} with types {', '.join(t.__name__ for t in types.values())}")
+    return ShardRecord(**entry)

@@ -15,6 +15,7 @@ activations and additions are not counted), as SPOS, ProxylessNAS and DARTS repo
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -131,25 +132,48 @@ class CostTable:
                 "slots": [{"name": n, "candidates": s} for n, s in zip(self.slot_names, self.slots)]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CostTable":
+    def from_dict(cls, data: Any) -> "CostTable":
+        if not isinstance(data, dict):
+            raise ValueError(f"a cost table must be a JSON object, got {type(data).__name__}")
         if data.get("format") != TABLE_FORMAT or data.get("version") != TABLE_VERSION:
             raise ValueError(f"not a {TABLE_FORMAT} v{TABLE_VERSION} file "
                              f"(format={data.get('format')!r}, version={data.get('version')!r})")
         if data.get("metric") not in METRICS:
             raise ValueError(f"cost table metric must be one of {METRICS}, got {data.get('metric')!r}")
+        missing = [key for key in ("space", "config", "fixed", "slots") if key not in data]
+        if missing:
+            raise ValueError(f"cost table lacks {', '.join(missing)}")
         get_space(data["space"])
-        return cls(data["space"], data["config"], data["metric"],
-                   {k: float(v) for k, v in data["fixed"].items()},
-                   [{k: float(v) for k, v in s["candidates"].items()} for s in data["slots"]],
-                   [s["name"] for s in data["slots"]], data.get("device"))
+        try:
+            fixed = {str(k): _finite_cost(v) for k, v in data["fixed"].items()}
+            slots = [{str(k): _finite_cost(v) for k, v in slot["candidates"].items()} for slot in data["slots"]]
+            names = [str(slot["name"]) for slot in data["slots"]]
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"cost table is malformed ({type(error).__name__}: {error}); expected 'fixed' "
+                             f"{{name: cost}} and 'slots' [{{name, candidates: {{name: cost}}}}]") from None
+        return cls(data["space"], data["config"], data["metric"], fixed, slots, names, data.get("device"))
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CostTable":
-        with open(path) as handle:
-            return cls.from_dict(json.load(handle))
+        """Read a table file; every problem is a `ValueError` that names the file."""
+        try:
+            with open(path) as handle:
+                return cls.from_dict(json.load(handle))
+        except FileNotFoundError:
+            raise ValueError(f"cost table {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"cost table {path} is not readable JSON: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"cost table {path}: {error}") from None
+
+
+def _finite_cost(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"cost {value!r} is not a non-negative number")
+    return float(value)
 
 
 def _config_dict(config: Any) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dfnas.nas.train import ImageSet
+from dfnas.data.images import ImageSet
 
 MNIST = "mnist"
 MNIST_SHIFT = 2
@@ -51,11 +51,16 @@ def load_search_data(spec: str, device: torch.device, val_fraction: float = 0.1,
                       data.in_channels, data.input_size, data.source)
 
 
+def check_data_spec(spec: str) -> None:
+    """The cheap part of loading: `spec` names a dataset that exists (checked before any output)."""
+    if spec != MNIST and not Path(spec).exists():
+        raise DataError(f"dataset {spec} does not exist (give a synthetic dataset directory or 'mnist')")
+
+
 def _load_synthetic(root: Path, val_fraction: float) -> SearchData:
     from dfnas.data.synthetic import load_synthetic
 
-    if not root.exists():
-        raise DataError(f"dataset {root} does not exist (give a synthetic dataset directory or 'mnist')")
+    check_data_spec(str(root))
     try:
         train = load_synthetic(root, "train", val_fraction=val_fraction)
         val = load_synthetic(root, "val", val_fraction=val_fraction)

@@ -5,24 +5,30 @@
 - `crop_windows(canvas, offsets, height, width)`: per-sample windows of a canvas
 - `region_adam_(canvas, grad, exp_avg, exp_avg_sq, offsets, *, step, lr, ...)`: Adam on windows only
 - `set_backend(name)` / `get_backend()`: the implementation CUDA tensors use (see `_backend`)
+- `load()`: `torch.ops.dfnas`, for calling the op schemas directly
 
-The eager specification of each op is in `dfnas.ops.reference`; docs/ops.md states the math.
+The eager specification of each op is in `dfnas.ops.reference`; docs/ops.md states the math and
+lists every op's files. Importing dfnas.ops loads nothing compiled: the extension (with the fake
+and autograd registrations) is loaded, and DFNAS_BACKEND applied, on the first op call.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-# Order matters: the extension defines the ops that the fake and autograd modules register on.
-from dfnas.ops import _extension  # noqa: F401
-from dfnas.ops import _fake, _autograd, _checks  # noqa: F401
-from dfnas.ops import _backend
+from dfnas.ops import _backend, _checks, _extension
 from dfnas.ops._backend import get_backend, set_backend
 from dfnas.ops.reference import TV_KINDS
 
-__all__ = ["bn_stat_loss", "tv_loss", "crop_windows", "region_adam_", "set_backend", "get_backend"]
+__all__ = ["bn_stat_loss", "tv_loss", "crop_windows", "region_adam_", "set_backend", "get_backend", "load"]
 
-_backend.set_backend_from_environment()
+
+def load():
+    """`torch.ops.dfnas`, ready to call: the extension and the fake / autograd registrations
+    loaded, the backend for CUDA tensors chosen (DFNAS_BACKEND unless `set_backend` came first)."""
+    ops = _extension.load()
+    _backend.ensure_selected()
+    return ops
 
 
 def bn_stat_loss(x: Tensor, running_mean: Tensor, running_var: Tensor) -> Tensor:
@@ -33,7 +39,7 @@ def bn_stat_loss(x: Tensor, running_mean: Tensor, running_var: Tensor) -> Tensor
     _checks.image_batch(op, "x", x)
     _checks.channel_vector(op, "running_mean", running_mean, x)
     _checks.channel_vector(op, "running_var", running_var, x)
-    loss, _mean, _var = torch.ops.dfnas.bn_stat_loss_forward(x, running_mean, running_var)
+    loss, _mean, _var = load().bn_stat_loss_forward(x, running_mean, running_var)
     return loss
 
 
@@ -46,7 +52,7 @@ def tv_loss(x: Tensor, kind: str = "l2") -> Tensor:
         raise ValueError(f"{op}: kind must be one of {TV_KINDS}, got {kind!r}")
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{op}: x must be at least 2x2 pixels, got {x.shape[2]}x{x.shape[3]}")
-    loss, _sums = torch.ops.dfnas.tv_loss_forward(x, kind)
+    loss, _sums = load().tv_loss_forward(x, kind)
     return loss
 
 
@@ -57,7 +63,7 @@ def crop_windows(canvas: Tensor, offsets: Tensor, height: int, width: int) -> Te
     _checks.image_batch(op, "canvas", canvas)
     _checks.window_offsets(op, offsets, canvas)
     _checks.window_size(op, height, width, canvas)
-    return torch.ops.dfnas.crop_windows(canvas, offsets, height, width)
+    return load().crop_windows(canvas, offsets, height, width)
 
 
 def region_adam_(
@@ -103,7 +109,7 @@ def region_adam_(
     for name, bound in (("clamp_min", clamp_min), ("clamp_max", clamp_max)):
         if bound is not None:
             _checks.channel_vector(op, name, bound, canvas)
-    torch.ops.dfnas.region_adam_(
+    load().region_adam_(
         canvas, grad, exp_avg, exp_avg_sq, offsets,
         step=int(step), lr=float(lr), beta1=float(beta1), beta2=float(beta2), eps=float(eps),
         clamp_min=clamp_min, clamp_max=clamp_max,

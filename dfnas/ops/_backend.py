@@ -5,7 +5,9 @@ CPU tensors always run the C++ CPU kernels. For CUDA tensors the rule is
     CUDA C++ kernels (if dfnas._C was built with CUDA) > Triton (if importable) > eager reference,
 
 unless a backend is requested with `set_backend("cuda" | "triton" | "reference" | "auto")` or
-the DFNAS_BACKEND environment variable (read when dfnas.ops is imported).
+the DFNAS_BACKEND environment variable. The choice is applied lazily: on the first op call (or
+`set_backend` / `get_backend`), never at import, and an explicit `set_backend` wins over the
+environment.
 
 Mechanism: the C++ CUDA kernels register themselves for the CUDA dispatch key. Any other
 choice is installed as Python kernels for that key in a `torch.library.Library` fragment, which
@@ -20,6 +22,8 @@ import warnings
 from typing import Callable, Mapping
 
 import torch
+
+from dfnas.ops import _extension
 
 BACKENDS = ("auto", "cuda", "triton", "reference")
 ENVIRONMENT_VARIABLE = "DFNAS_BACKEND"
@@ -58,8 +62,6 @@ def triton_available() -> bool:
 
 
 def cuda_built() -> bool:
-    from dfnas.ops import _extension
-
     return _extension.build_info()["cuda_built"]
 
 
@@ -92,7 +94,7 @@ class KernelOverride:
         self._library._destroy()
 
 
-_requested = "auto"
+_requested: str | None = None  # None: nothing chosen yet (DFNAS_BACKEND applies at first use)
 _override: KernelOverride | None = None
 
 
@@ -112,8 +114,11 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     """The implementation CUDA tensors use now: "cuda", "triton" or "reference"."""
+    ensure_selected()
     return choose("cuda", _requested, cuda_built=cuda_built(), triton_available=triton_available())
 
 
-def set_backend_from_environment() -> None:
-    set_backend(requested_from_environment(os.environ))
+def ensure_selected() -> None:
+    """Applies DFNAS_BACKEND unless a backend was chosen already (called on every op call)."""
+    if _requested is None:
+        set_backend(requested_from_environment(os.environ))

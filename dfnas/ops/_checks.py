@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+from dfnas.ops._common import FLOAT_DTYPES
 
 
 def image_batch(op: str, name: str, x: object, dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES) -> Tensor:

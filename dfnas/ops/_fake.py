@@ -1,26 +1,16 @@
 """Fake (meta) implementations of every dfnas:: op: output shapes, dtypes and strides only.
 
 The C++ schema names this module (`set_python_module`), so torch imports it whenever a fake is
-needed. Memory-format rules mirror csrc/cpu/tensor_checks.h `dense_images`: outputs shaped like
-an input follow its layout when it is NCHW- or channels-last-contiguous (NCHW wins), else NCHW.
+needed. Memory-format and dtype rules are `dfnas.ops._common`'s (the C++ glue's `dense_images`,
+csrc/tensor_checks.h): outputs shaped like an input follow its layout when it is NCHW- or
+channels-last-contiguous (NCHW wins), else NCHW.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-
-def opmath(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation / loss dtype: float64 for float64 data, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def dense_memory_format(x: Tensor) -> torch.memory_format:
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+from dfnas.ops._common import dense_memory_format, opmath
 
 
 def _check_4d(x: Tensor, op: str) -> None:

@@ -1,11 +1,8 @@
 """The dfnas:: op schemas implemented eagerly from `dfnas.ops.reference` (computed in float64),
 with the kernels' output dtypes and layouts. The last-resort backend for CUDA tensors: when
 neither the C++ CUDA kernels nor triton are available, or when chosen for comparison with
-`dfnas.ops.set_backend("reference")`.
-
-The float64 scalar and per-channel math of the losses (`bn_affine_coefficients`, `tv_counts`,
-`tv_loss_from_sums`, `tv_weights`) is shared with the Triton backend, whose kernels do only the
-per-element work; each is the torch form of its csrc/include/dfnas header.
+`dfnas.ops.set_backend("reference")`. Layout, dtype and host-side loss math come from
+`dfnas.ops._common`, as for the Triton backend. Importing it does not load the extension.
 """
 from __future__ import annotations
 
@@ -15,43 +12,7 @@ import torch
 from torch import Tensor
 
 from dfnas.ops import reference
-from dfnas.ops._fake import dense_memory_format, opmath
-
-
-def bn_affine_coefficients(grad_loss: Tensor, mean: Tensor, var: Tensor, running_mean: Tensor,
-                           running_var: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """(shift, scale) in float64 with dL/dx = shift_c + scale_c x (dfnas/bn_stats_math.h)."""
-    mu = mean.double()
-    mean_diff = mu - running_mean.double()
-    var_diff = var.double() - running_var.double()
-    mean_norm, var_norm = torch.linalg.vector_norm(mean_diff), torch.linalg.vector_norm(var_diff)
-    a = torch.where(mean_norm == 0, 0.0, mean_diff / (count * mean_norm))
-    b = torch.where(var_norm == 0, 0.0, 2.0 * var_diff / (count * var_norm))
-    g = grad_loss.double()
-    return g * (a - b * mu), g * b
-
-
-def tv_counts(shape: torch.Size) -> tuple[float, float, float, float]:
-    """Elements of each difference tensor (right, down, both diagonals)."""
-    n, c, h, w = shape
-    planes = float(n * c)
-    return planes * h * (w - 1), planes * (h - 1) * w, planes * (h - 1) * (w - 1), planes * (h - 1) * (w - 1)
-
-
-def tv_loss_from_sums(kind: str, sums: Tensor, shape: torch.Size) -> Tensor:
-    """L from the per-direction sums of d^2 (l2) or |d| (l1) (dfnas/tv_math.h)."""
-    if kind == "l2":
-        return sums.sqrt().sum()
-    return sum(sums[k] / count for k, count in enumerate(tv_counts(shape)))
-
-
-def tv_weights(kind: str, grad_loss: Tensor, sums: Tensor, shape: torch.Size) -> Tensor:
-    """Per-direction weights w_k of the backward, dL/dd_k = w_k term(d_k) (dfnas/tv_math.h)."""
-    g = grad_loss.double()
-    if kind == "l2":
-        norms = sums.double().sqrt()
-        return torch.where(norms == 0, 0.0, g / norms)
-    return torch.stack([g / count for count in tv_counts(shape)])
+from dfnas.ops._common import bn_affine_coefficients, dense_memory_format, opmath
 
 
 def _like_x(values: Tensor, x: Tensor) -> Tensor:

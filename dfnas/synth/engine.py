@@ -8,7 +8,6 @@ class loss and image priors, backward into the crop only, then `region_adam_` on
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -17,12 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from dfnas.synth.calibration import balanced_labels, calibrated_targets, target_classes
-from dfnas.synth.config import SynthConfig, resolve_geometry
-from dfnas.synth.device import ExecutionPlan, resolve_execution
+from dfnas.config import RunFailed, UsageError
+from dfnas.device import Precision
+from dfnas.synth.config import SynthConfig, resolve_execution, resolve_geometry
 from dfnas.synth.hooks import BNStatHooks
 from dfnas.synth.losses import LossTerms, LossWeights, synthesis_loss
-from dfnas.synth.ops import crop_windows, region_adam_
-from dfnas.synth.pixels import center_crop, from_uint8, to_uint8, valid_range
+from dfnas.ops import crop_windows, region_adam_
+from dfnas.data.pixels import center_crop, from_uint8, to_uint8, valid_range
 from dfnas.synth.region import RegionState, draw_flips, draw_offsets, flip_where
 from dfnas.synth.schedule import warmup_cosine_lr, warmup_iterations
 from dfnas.synth.seeding import shard_generator
@@ -33,7 +33,7 @@ FP16_LOSS_SCALE = 2.0**12
 LOG_EVERY = 10
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailed):
     """The synthesis loss became NaN or infinite; the message names shard, round and iteration."""
 
 
@@ -67,12 +67,9 @@ class ShardImages:
     round_stats: list[RoundStats]
 
 
-def prepare_teacher(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
+def prepare_teacher(model: nn.Module, precision: Precision) -> nn.Module:
     """Frozen teacher: eval mode, no parameter gradients (backward computes input gradients only)."""
-    model = model.eval().requires_grad_(False).to(plan.device)
-    if plan.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return precision.prepare_model(model.eval().requires_grad_(False))
 
 
 class Synthesizer:
@@ -80,36 +77,51 @@ class Synthesizer:
 
     def __init__(self, teacher, config: SynthConfig, local_rank: int = 0) -> None:
         config.validate()
+        if isinstance(teacher.model, torch.jit.ScriptModule):
+            raise UsageError("a TorchScript teacher cannot be synthesized from: synthesis hooks its BatchNorm "
+                             "layers, which TorchScript modules do not allow; give it as 'pkg.module:factory' "
+                             "with a weights file (docs/teachers.md)")
         self.info = teacher.info
         config = resolve_geometry(config, tuple(self.info.input_size))
-        self.config, self.plan = resolve_execution(config, local_rank)
-        self.model = prepare_teacher(teacher.model, self.plan)
+        self.config, self.precision = resolve_execution(config, local_rank)
+        self.model = prepare_teacher(teacher.model, self.precision)
         self.hooks = BNStatHooks(self.model, self.config.first_bn_multiplier)
         clamp_min, clamp_max = valid_range(self.info.mean, self.info.std)
-        self.clamp_min, self.clamp_max = clamp_min.to(self.plan.device), clamp_max.to(self.plan.device)
+        self.clamp_min, self.clamp_max = clamp_min.to(self.precision.device), clamp_max.to(self.precision.device)
         self.flip = self.config.flip and bool(self.info.flip_ok)
         self.weights = LossWeights(self.config.r_feature, self.config.tv_l2, self.config.tv_l1, self.config.l2)
         self.canvas_shape = (int(self.info.in_channels), self.config.canvas, self.config.canvas)
 
+    @torch.no_grad()
+    def check_teacher_input(self) -> None:
+        """Run the teacher once on a crop-sized input: a crop its head cannot take (a fixed-size
+        linear layer) is a one-line error before anything is written."""
+        crop = self.config.crop
+        probe = torch.zeros(2, self.canvas_shape[0], crop, crop, device=self.precision.device)
+        self.hooks.enabled = False
+        try:
+            with self.precision.autocast():
+                logits = self.model(self.precision.prepare_input(probe))
+        except RuntimeError as error:
+            raise UsageError(f"the teacher cannot take a {crop}x{crop} crop (--crop): "
+                             f"{str(error).splitlines()[0]}") from None
+        finally:
+            self.hooks.enabled = True
+        if tuple(logits.shape) != (2, self.info.num_classes):
+            raise UsageError(f"on a {crop}x{crop} crop the teacher outputs shape {tuple(logits.shape)}, not "
+                             f"(2, {self.info.num_classes}); choose the crop it was made for")
+
     # ----------------------------------------------------------------------------------------
     # One optimization step
-    def _autocast(self):
-        if self.plan.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.plan.device.type, dtype=self.plan.amp_dtype)
-
-    def _teacher_input(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.plan.channels_last else x
-
     def step(self, state: RegionState, targets: Tensor, offsets: Tensor, flips: Tensor | None, lr: float) -> tuple[LossTerms, Tensor]:
         """One regional update of `state`; returns the loss terms and the teacher's logits."""
         crop_size = self.config.crop
         crop = crop_windows(state.canvas, offsets, crop_size, crop_size).requires_grad_()
         x = flip_where(crop, flips) if flips is not None else crop
-        with self._autocast():
-            logits = self.model(self._teacher_input(x))
+        with self.precision.autocast():
+            logits = self.model(self.precision.prepare_input(x))
         terms = synthesis_loss(logits, targets, self.hooks.weighted_sum(), x, self.weights)
-        if self.plan.amp_dtype is torch.float16:
+        if self.precision.amp_dtype is torch.float16:
             (terms.total * FP16_LOSS_SCALE).backward()
             grad = crop.grad.div_(FP16_LOSS_SCALE)
         else:
@@ -126,10 +138,10 @@ class Synthesizer:
     @torch.no_grad()
     def teacher_logits(self, images: Tensor) -> Tensor:
         """float32 logits (CPU) of the teacher on the center crop of stored uint8 images, in fp32."""
-        x = center_crop(from_uint8(images.to(self.plan.device), self.info.mean, self.info.std), self.config.crop, self.config.crop)
+        x = center_crop(from_uint8(images.to(self.precision.device), self.info.mean, self.info.std), self.config.crop, self.config.crop)
         self.hooks.enabled = False
         try:
-            return self.model(self._teacher_input(x)).float().cpu()
+            return self.model(self.precision.prepare_input(x)).float().cpu()
         finally:
             self.hooks.enabled = True
 
@@ -145,7 +157,7 @@ class Synthesizer:
     def run_round(self, targets: Tensor, generator: torch.Generator, shard: int, round_index: int,
                   progress: Callable[[Progress], None] | None = None) -> tuple[Tensor, RoundStats]:
         """Optimize a fresh canvas batch towards `targets`; return its uint8 images and stats."""
-        cfg, device = self.config, self.plan.device
+        cfg, device = self.config, self.precision.device
         batch = targets.shape[0]
         state = RegionState.from_noise((batch, *self.canvas_shape), generator, device, self.clamp_min, self.clamp_max)
         targets = targets.to(device)
@@ -194,7 +206,7 @@ class Synthesizer:
             logits.append(round_logits)
             round_targets.append(targets)
             round_stats.append(stats)
-            targets = calibrated_targets(round_logits, cfg.temperature)
+            targets = calibrated_targets(round_logits, cfg.calibration_temperature)
         return ShardImages(
             images=torch.cat(images)[:count].contiguous(),
             soft_labels=torch.cat(logits)[:count].contiguous(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dfnas.synth.ops import bn_stat_loss
+from dfnas.ops import bn_stat_loss
 
 
 class BNStatHooks:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfnas.synth.ops import tv_loss
+from dfnas.ops import tv_loss
 
 
 def class_loss(logits: Tensor, targets: Tensor) -> Tensor:

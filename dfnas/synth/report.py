@@ -17,6 +17,8 @@ from dfnas.files import atomic_write_bytes, atomic_write_json
 
 PREVIEW_IMAGES = 64
 
+WEAK_CLASS = 0.9  # per-class agreement below this is reported as a failing class
+
 
 def load_shards(root: Path) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     manifest = json.loads((root / MANIFEST).read_text())
@@ -37,10 +39,14 @@ def summarize(manifest: dict, soft_labels: torch.Tensor, targets: torch.Tensor) 
     relationships.index_add_(0, targets, probabilities)
     target_counts = torch.bincount(targets, minlength=num_classes)
     relationships /= target_counts.clamp(min=1).unsqueeze(1)
+    hits = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, targets, (predicted == targets).double())
+    class_agreement = hits / target_counts.clamp(min=1)
     return {
         "num_images": int(targets.numel()),
         "mean_teacher_confidence": float(confidence.mean()),
         "agreement_with_targets": float((predicted == targets).double().mean()),
+        "class_agreement": {name: round(float(v), 6) for name, v in zip(class_names, class_agreement)},
+        "class_self_probability": {name: round(float(relationships[i, i]), 6) for i, name in enumerate(class_names)},
         "target_counts": dict(zip(class_names, target_counts.tolist())),
         "predicted_counts": dict(zip(class_names, torch.bincount(predicted, minlength=num_classes).tolist())),
         "class_relationships": {
@@ -49,6 +55,11 @@ def summarize(manifest: dict, soft_labels: torch.Tensor, targets: torch.Tensor) 
             "matrix": [[round(v, 6) for v in row] for row in relationships.tolist()],
         },
     }
+
+
+def weak_classes(summary: dict, threshold: float = WEAK_CLASS) -> dict[str, float]:
+    """Classes whose images the teacher assigns to their target less often than `threshold`."""
+    return {name: value for name, value in summary["class_agreement"].items() if value < threshold}
 
 
 def _save_figure(figure, path: Path) -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 from dfnas.data.writer import DatasetWriter
+from dfnas.device import resolve_device
+from dfnas.files import exclusive_directory
 from dfnas.synth.config import SynthConfig
-from dfnas.synth.device import resolve_device
 from dfnas.synth.distributed import World, close_world, init_world
 from dfnas.synth.engine import Progress, Synthesizer
 from dfnas.synth.report import write_report
-
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -52,36 +51,46 @@ def synthesize_dataset(
     try:
         teacher = teacher if teacher is not None else load_configured_teacher(config)
         synthesizer = Synthesizer(teacher, config, world.local_rank)
-        cfg = synthesizer.config
-        header = {
-            "num_images": cfg.num_images,
-            "canvas": list(synthesizer.canvas_shape),
-            "crop": [cfg.crop, cfg.crop],
-            "config": cfg.to_dict(),
-            "teacher": teacher.info.to_manifest(),
-        }
-        # Rank 0 adopts/creates the manifest first, so every rank then sees the same verified set.
-        if world.is_main:
-            writer = DatasetWriter(out, header, cfg.shard_counts(), resume=resume)
-        world.barrier()
-        if not world.is_main:
-            writer = DatasetWriter(out, header, cfg.shard_counts(), resume=True, write_manifest=False)
-        mine = world.my_share(world.broadcast(writer.pending()))
-        report = progress(world, len(mine) * cfg.rounds * cfg.iterations) if progress else None
-        records = []
-        for index in mine:
-            shard = synthesizer.synthesize_shard(index, report)
-            record = writer.write_shard(index, shard.images, shard.soft_labels, shard.targets)
-            records.append(record)
-            writer.add([record])
-        synthesizer.close()
-        all_records = [record for rank_records in world.gather(records) for record in rank_records]
-        summary = None
-        if world.is_main:
-            writer.add(all_records)
-            writer.finish()
-            summary = write_report(Path(out))
-        world.barrier()
-        return RunResult(out=Path(out), config=cfg, shards_written=mine, seconds=time.perf_counter() - start, summary=summary)
+        synthesizer.check_teacher_input()  # before anything is written
+        if not world.is_main:  # rank 0 holds the directory for the whole job
+            return _synthesize(synthesizer, teacher, out, resume, progress, world, start)
+        with exclusive_directory(out):
+            return _synthesize(synthesizer, teacher, out, resume, progress, world, start)
     finally:
         close_world(world)
+
+
+def _synthesize(synthesizer: Synthesizer, teacher, out, resume: bool, progress, world: World,
+                start: float) -> RunResult:
+    cfg = synthesizer.config
+    header = {
+        "num_images": cfg.num_images,
+        "canvas": list(synthesizer.canvas_shape),
+        "crop": [cfg.crop, cfg.crop],
+        "config": cfg.to_dict(),
+        "teacher": teacher.info.to_manifest(),
+    }
+    # Rank 0 adopts/creates the manifest first, so every rank then sees the same verified set.
+    if world.is_main:
+        writer = DatasetWriter(out, header, cfg.shard_counts(), resume=resume)
+    world.barrier()
+    if not world.is_main:
+        writer = DatasetWriter(out, header, cfg.shard_counts(), resume=True, write_manifest=False)
+    mine = world.my_share(world.broadcast(writer.pending()))
+    report = progress(world, len(mine) * cfg.rounds * cfg.iterations) if progress else None
+    records = []
+    for index in mine:
+        shard = synthesizer.synthesize_shard(index, report)
+        record = writer.write_shard(index, shard.images, shard.soft_labels, shard.targets)
+        records.append(record)
+        writer.add([record])
+    synthesizer.close()
+    all_records = [record for rank_records in world.gather(records) for record in rank_records]
+    summary = None
+    if world.is_main:
+        writer.add(all_records)
+        writer.finish()
+        summary = write_report(Path(out))
+    world.barrier()
+    return RunResult(out=Path(out), config=cfg, shards_written=mine, seconds=time.perf_counter() - start,
+                     summary=summary)

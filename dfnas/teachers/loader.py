@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import re
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def _bundled(weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tu
         if sha256 != bundled["sha256"]:
             raise ValueError(
                 f"bundled teacher weights {path} do not match the sha256 in {BUNDLED_METADATA}; "
-                "reinstall dfnas or re-run `python -m dfnas.teachers.train_default`"
+                "reinstall dfnas or re-run `python tools/train_default_teacher.py` from the repository"
             )
     else:
         path = existing_file(weights, "weights file")
@@ -90,12 +91,26 @@ def _factory(spec: str, weights: str | os.PathLike | None, overrides: dict[str, 
     metadata = _metadata_for(path, spec, overrides)
     module_name, factory_name = spec.split(":")
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
+        factory = getattr(_import_from_working_directory(module_name), factory_name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot import the factory of teacher spec {spec!r}: {meta.first_line(error)}") from None
     model = _build(factory, spec, metadata.get("factory_kwargs", {}))
     load_state_dict_strictly(model, read_state_dict(path), path, spec)
     return model, sha256_file(path), metadata
+
+
+def _import_from_working_directory(module_name: str):
+    """Import `module_name` as `python -m` would: the working directory first on the path, so
+    `--teacher mymodel:build` finds ./mymodel.py without setting PYTHONPATH."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 def _timm(spec: str, weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tuple[nn.Module, str, dict[str, Any]]:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dfnas.teachers.teacher import TeacherInfo
+from dfnas.data.teacher_record import TeacherInfo
 
 METADATA_KEYS = frozenset(
     {"name", "class_names", "num_classes", "input_size", "in_channels", "mean", "std", "flip_ok", "factory_kwargs"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -27,6 +28,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(path)
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):  # torch says this when it refuses an object type
+            raise ValueError(f"weights file {path} is corrupt or not a weights file: {first_line(error)}") from None
+        # torch's message advises weights_only=False, which dfnas never does
+        raise ValueError(f"weights file {path} holds pickled Python objects besides tensors, which dfnas does not "
+                         f"load (unsafe); save a plain state dict (torch.save(model.state_dict(), ...)) or "
+                         f"safetensors") from None
     except Exception as error:  # any parse failure (truncated, wrong format, pickled objects) means unusable
         raise ValueError(f"weights file {path} is corrupt or not a weights file: {first_line(error)}") from None
     if isinstance(loaded, dict):

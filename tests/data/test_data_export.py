@@ -81,13 +81,14 @@ def test_cli_exports_and_reports(make_synthetic, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv_tail",
-    [["--temperature", "0"], ["--val-fraction", "1.5"]],
+    [["--temperature", "0"], ["--temperature", "nan"], ["--val-fraction", "1.5"]],
 )
 def test_cli_bad_input_exits_2_with_one_line(make_synthetic, tmp_path, capsys, argv_tail):
     root = make_synthetic(shard_counts=(5,))
     assert export_main([str(root), str(tmp_path / "png"), *argv_tail]) == 2
     error = capsys.readouterr().err
     assert error.startswith("dfnas-export: error:") and error.count("\n") == 1
+    assert not (tmp_path / "png").exists()
 
 
 def test_cli_missing_dataset_exits_2(tmp_path, capsys):

@@ -3,8 +3,11 @@ on every schema: values, dtypes and layouts."""
 import pytest
 import torch
 
+from dfnas import ops
 from dfnas.ops import _reference_kernels as eager
 from op_cases import LAYOUTS, in_layout
+
+schemas = ops.load()  # torch.ops.dfnas: the op schemas, called directly
 
 
 def assert_same_tensor(got, want, tol):
@@ -18,18 +21,18 @@ def test_losses(dtype, layout):
     x = in_layout(torch.randn(2, 3, 5, 6).to(dtype), layout)
     rm, rv = torch.randn(3), torch.rand(3) + 0.5
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
-    cpp = torch.ops.dfnas.bn_stat_loss_forward(x, rm, rv)
+    cpp = schemas.bn_stat_loss_forward(x, rm, rv)
     for got, want in zip(eager.bn_stat_loss_forward(x, rm, rv), cpp):
         assert_same_tensor(got, want, tol)
     g = torch.tensor(1.3, dtype=cpp[0].dtype)
     assert_same_tensor(eager.bn_stat_loss_backward(g, x, cpp[1], cpp[2], rm, rv),
-                       torch.ops.dfnas.bn_stat_loss_backward(g, x, cpp[1], cpp[2], rm, rv), tol)
+                       schemas.bn_stat_loss_backward(g, x, cpp[1], cpp[2], rm, rv), tol)
     for kind in ("l2", "l1"):
-        loss, sums = torch.ops.dfnas.tv_loss_forward(x, kind)
+        loss, sums = schemas.tv_loss_forward(x, kind)
         for got, want in zip(eager.tv_loss_forward(x, kind), (loss, sums)):
             assert_same_tensor(got, want, tol)
         assert_same_tensor(eager.tv_loss_backward(g, x, sums, kind),
-                           torch.ops.dfnas.tv_loss_backward(g, x, sums, kind), tol)
+                           schemas.tv_loss_backward(g, x, sums, kind), tol)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -37,7 +40,7 @@ def test_windows(layout):
     canvas = in_layout(torch.randn(3, 4, 9, 10), layout)
     offsets = torch.tensor([[0, 0], [2, 3], [5, 5]])
     assert_same_tensor(eager.crop_windows(canvas, offsets, 4, 5),
-                       torch.ops.dfnas.crop_windows(canvas, offsets, 4, 5), 0)
+                       schemas.crop_windows(canvas, offsets, 4, 5), 0)
     grad = in_layout(torch.randn(3, 4, 4, 5), layout)
     assert_same_tensor(eager.crop_windows_backward(grad, offsets, 9, 10),
-                       torch.ops.dfnas.crop_windows_backward(grad, offsets, 9, 10), 0)
+                       schemas.crop_windows_backward(grad, offsets, 9, 10), 0)

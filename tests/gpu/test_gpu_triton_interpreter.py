@@ -6,12 +6,15 @@ import torch
 
 pytest.importorskip("triton")
 
+from dfnas import ops  # noqa: E402
 from dfnas.ops import _backend, _reference_kernels, reference  # noqa: E402
 from dfnas.ops import triton as triton_ops  # noqa: E402
-from dfnas.ops._fake import dense_memory_format  # noqa: E402
+from dfnas.ops._common import dense_memory_format  # noqa: E402
 
 import op_cases  # noqa: E402
 from op_cases import LAYOUTS, TOLERANCE, in_layout, outside_windows  # noqa: E402
+
+schemas = ops.load()  # torch.ops.dfnas: the op schemas, called directly
 
 pytestmark = pytest.mark.triton
 
@@ -194,15 +197,15 @@ def test_triton_outputs_match_the_fake_kernels(triton_on_cpu_key):
     """Dtypes, shapes and strides of the Triton outputs agree with dfnas/ops/_fake.py."""
     x = images((2, 3, 4, 5), torch.float32, "channels_last")
     offsets = window_offsets(2, 4, 5, 2, 3)
-    loss, mean, var = torch.ops.dfnas.bn_stat_loss_forward(x, torch.zeros(3), torch.ones(3))
-    tv, sums = torch.ops.dfnas.tv_loss_forward(x, "l1")
+    loss, mean, var = schemas.bn_stat_loss_forward(x, torch.zeros(3), torch.ones(3))
+    tv, sums = schemas.tv_loss_forward(x, "l1")
     cases = [
-        (torch.ops.dfnas.bn_stat_loss_forward.default, (x, torch.zeros(3), torch.ones(3))),
-        (torch.ops.dfnas.bn_stat_loss_backward.default, (torch.ones(()), x, mean, var, torch.zeros(3), torch.ones(3))),
-        (torch.ops.dfnas.tv_loss_forward.default, (x, "l1")),
-        (torch.ops.dfnas.tv_loss_backward.default, (torch.ones(()), x, sums, "l1")),
-        (torch.ops.dfnas.crop_windows.default, (x, offsets, 2, 3)),
-        (torch.ops.dfnas.crop_windows_backward.default, (x[:, :, :2, :3].contiguous(memory_format=torch.channels_last),
+        (schemas.bn_stat_loss_forward.default, (x, torch.zeros(3), torch.ones(3))),
+        (schemas.bn_stat_loss_backward.default, (torch.ones(()), x, mean, var, torch.zeros(3), torch.ones(3))),
+        (schemas.tv_loss_forward.default, (x, "l1")),
+        (schemas.tv_loss_backward.default, (torch.ones(()), x, sums, "l1")),
+        (schemas.crop_windows.default, (x, offsets, 2, 3)),
+        (schemas.crop_windows_backward.default, (x[:, :, :2, :3].contiguous(memory_format=torch.channels_last),
                                                          offsets, 4, 5)),
     ]
     for op, args in cases:

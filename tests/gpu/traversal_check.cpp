@@ -83,7 +83,8 @@ void check_bn_nhwc(int64_t pixels, int64_t c, int64_t vec) {
   expect_each_once(visits, "bn nhwc coverage");
 }
 
-// bn_backward_apply / tv_backward / windows: grid-stride loops over (outer, channel, inner).
+// bn_backward_apply / tv_backward / crop_windows / region_adam: grid-stride loops (common.cuh
+// grid_stride_loop) over (outer, channel, inner).
 void check_grid_stride_channels(int64_t outer, int64_t c, int64_t inner, bool channels_last, int64_t blocks) {
   const int64_t radix[3] = {outer, channels_last ? 1 : c, inner};
   const int64_t total = radix[0] * radix[1] * radix[2], stride = blocks * kThreads;

@@ -7,8 +7,8 @@ import torch
 
 from dfnas.cli.search import main
 from dfnas.nas.strategies import DartsSearchConfig, SposSearchConfig
-from dfnas.nas.strategies.darts import DARTS_TINY
-from dfnas.nas.strategies.settings import build_config
+from dfnas.config import apply, check
+from dfnas.nas.search_run import strategy_config
 from dfnas.nas.strategies.spos import SPOS_TINY
 
 from test_search_data import write_tiny_dataset
@@ -52,16 +52,21 @@ def test_bad_settings(tmp_path, capsys):
 
 
 def test_settings_are_layered(tmp_path):
-    config = build_config(SposSearchConfig, SPOS_TINY, "tiny", {"epochs": 7, "evolution": {"top_k": 2}},
-                          {"evolution": {"population": 9}})
+    def layered(name, preset, file_values, flags):
+        config = apply(apply(strategy_config(name, preset), file_values, "file"), flags, "flags")
+        check(config)
+        return config
+
+    config = layered("spos", "tiny", {"epochs": 7, "evolution": {"top_k": 2}}, {"evolution": {"population": 9}})
     assert (config.epochs, config.evolution.top_k, config.evolution.population) == (7, 2, 9)
     assert config.evolution.generations == SPOS_TINY["evolution"]["generations"]
-    reference = build_config(SposSearchConfig, SPOS_TINY, "reference", {}, {})
+    reference = layered("spos", "reference", {}, {})
     assert (reference.evolution.population, reference.evolution.top_k, reference.evolution.generations,
             reference.evolution.mutations, reference.evolution.crossovers,
             reference.evolution.mutation_prob) == (50, 10, 20, 25, 25, 0.1)
-    darts = build_config(DartsSearchConfig, DARTS_TINY, "reference", {"arch_betas": [0.4, 0.9]}, {})
+    darts = layered("darts", "reference", {"arch_betas": [0.4, 0.9]}, {})
     assert darts.arch_betas == (0.4, 0.9) and darts.arch_lr == 3e-4 and darts.space_preset == "reference"
+    assert isinstance(darts, DartsSearchConfig) and isinstance(reference, SposSearchConfig)
 
 
 def test_resume_refuses_other_settings(tmp_path, capsys):

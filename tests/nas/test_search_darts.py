@@ -12,7 +12,10 @@ from dfnas.nas.spaces.darts import DartsConfig
 from dfnas.nas.spaces.darts_search import DartsSearchNetwork
 from dfnas.nas.strategies import DartsSearch, DartsSearchConfig, run_search
 from dfnas.nas.strategies.darts import Architect
-from dfnas.nas.train import Batch, LossConfig, Precision, Trainer
+from dfnas.data.images import Batch
+from dfnas.device import Precision
+from dfnas.nas.loss import LossConfig
+from dfnas.nas.trainer import Trainer
 
 from test_search_data import write_tiny_dataset
 

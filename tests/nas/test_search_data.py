@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from dfnas.nas.search_data import DataError, load_search_data
-from dfnas.nas.train import BatchStream, ImageSet
+from dfnas.data.images import BatchStream, ImageSet
 
 
 def write_tiny_dataset(root: Path, count: int = 120, num_classes: int = 10, canvas: int = 10,

@@ -11,7 +11,10 @@ from dfnas.nas.search_data import load_search_data
 from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessSupernet
 from dfnas.nas.strategies import ProxylessSearch, ProxylessSearchConfig, run_search
 from dfnas.nas.strategies.proxyless import GateForward, hardware_loss
-from dfnas.nas.train import Batch, LossConfig, Precision, Trainer
+from dfnas.data.images import Batch
+from dfnas.device import Precision
+from dfnas.nas.loss import LossConfig
+from dfnas.nas.trainer import Trainer
 
 from test_search_data import write_tiny_dataset
 

@@ -17,7 +17,8 @@ from dfnas.nas.spaces.spos import SposConfig, SposSupernet
 from dfnas.nas.strategies import SposSearch, SposSearchConfig
 from dfnas.nas.strategies.evaluator import batch_norms, recalibrate_bn
 from dfnas.nas.strategies.evolution import Evolution, EvolutionConfig
-from dfnas.nas.train import Batch, Precision
+from dfnas.data.images import Batch
+from dfnas.device import Precision
 
 from test_search_data import write_tiny_dataset
 

@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfnas.nas.train import (Batch, Checkpointer, LossConfig, Precision, precision_candidates, search_loss,
-                             select_precision, select_threads)
+from dfnas.checkpoint import Checkpointer
+from dfnas.data.images import Batch
+from dfnas.device import Precision
+from dfnas.nas.loss import LossConfig, search_loss
+from dfnas.nas.tuning import precision_candidates, select_precision, select_threads
 
 
 def test_distillation_loss():

@@ -5,6 +5,8 @@ from dfnas import ops
 from dfnas.ops import reference
 from op_cases import LAYOUTS, TOLERANCE, in_layout
 
+schemas = ops.load()  # torch.ops.dfnas: the op schemas, called directly
+
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (4, 16, 8, 8), (3, 37, 9, 11), (2, 512, 4, 4), (1, 2, 33, 65)]
 
 
@@ -108,10 +110,10 @@ def test_opcheck():
     for layout in LAYOUTS:
         for requires_grad in (False, True):
             x = in_layout(torch.randn(3, 6, 5, 4), layout).requires_grad_(requires_grad)
-            torch.library.opcheck(torch.ops.dfnas.bn_stat_loss_forward.default, (x, rm, rv))
+            torch.library.opcheck(schemas.bn_stat_loss_forward.default, (x, rm, rv))
     x = torch.randn(3, 6, 5, 4)
-    loss, mean, var = torch.ops.dfnas.bn_stat_loss_forward(x, rm, rv)
-    torch.library.opcheck(torch.ops.dfnas.bn_stat_loss_backward.default, (torch.tensor(1.0), x, mean, var, rm, rv))
+    loss, mean, var = schemas.bn_stat_loss_forward(x, rm, rv)
+    torch.library.opcheck(schemas.bn_stat_loss_backward.default, (torch.tensor(1.0), x, mean, var, rm, rv))
 
 
 @pytest.mark.parametrize(
@@ -132,4 +134,4 @@ def test_bad_arguments_raise_clear_errors(args, message):
 
 def test_kernel_checks_reach_direct_op_callers():
     with pytest.raises(RuntimeError, match="running_mean must have shape"):
-        torch.ops.dfnas.bn_stat_loss_forward(torch.randn(2, 3, 4, 4), torch.zeros(2), torch.ones(3))
+        schemas.bn_stat_loss_forward(torch.randn(2, 3, 4, 4), torch.zeros(2), torch.ones(3))

@@ -77,3 +77,26 @@ def test_results_do_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+OPS = ("bn_stat_loss", "tv_loss", "crop_windows", "region_adam")
+
+
+def test_every_op_has_its_files_named_after_it():
+    """Each op's spec math, kernels, glue, Triton kernel, tests and benchmark are found by its
+    name (docs/ops.md lists them), and no backend file is named after anything else."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for op in OPS:
+        for path in (f"csrc/include/dfnas/{op}_math.h", f"csrc/cpu/kernels/{op}.cpp", f"csrc/cpu/{op}.cpp",
+                     f"csrc/cuda/kernels/{op}.cu", f"csrc/cuda/{op}.cpp", f"dfnas/ops/triton/{op}.py",
+                     f"tests/ops/test_ops_{op}.py", f"benchmarks/test_bench_{op}.py"):
+            if op == "crop_windows" and path.endswith("_math.h"):
+                continue  # a copy: no element math
+            assert (root / path).is_file(), path
+    shared = {"table", "capability", "register"}
+    for pattern in ("csrc/cpu/kernels/*.cpp", "csrc/cpu/*.cpp", "csrc/cuda/kernels/*.cu", "csrc/cuda/*.cpp",
+                    "dfnas/ops/triton/[!_]*.py"):
+        for path in root.glob(pattern):
+            assert path.stem in OPS or path.stem in shared, f"{path.relative_to(root)} is not named after an op"

@@ -5,6 +5,8 @@ from dfnas import ops
 from dfnas.ops import reference
 from op_cases import LAYOUTS, TOLERANCE, in_layout
 
+schemas = ops.load()  # torch.ops.dfnas: the op schemas, called directly
+
 SHAPES = [(1, 1, 2, 2), (2, 3, 5, 7), (4, 3, 32, 32), (2, 1, 17, 33), (1, 40, 6, 9), (3, 16, 2, 40)]
 
 
@@ -86,10 +88,10 @@ def test_opcheck():
         for layout in LAYOUTS:
             for requires_grad in (False, True):
                 x = in_layout(torch.randn(2, 3, 5, 6), layout).requires_grad_(requires_grad)
-                torch.library.opcheck(torch.ops.dfnas.tv_loss_forward.default, (x, kind))
+                torch.library.opcheck(schemas.tv_loss_forward.default, (x, kind))
         x = torch.randn(2, 3, 5, 6)
-        _, sums = torch.ops.dfnas.tv_loss_forward(x, kind)
-        torch.library.opcheck(torch.ops.dfnas.tv_loss_backward.default, (torch.tensor(2.0), x, sums, kind))
+        _, sums = schemas.tv_loss_forward(x, kind)
+        torch.library.opcheck(schemas.tv_loss_backward.default, (torch.tensor(2.0), x, sums, kind))
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ import torch
 
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import Synthesizer
-from dfnas.synth.pixels import center_crop, from_uint8
+from dfnas.data.pixels import center_crop, from_uint8
 
 
 def test_round_k_targets_equal_teacher_outputs_on_round_k_minus_1_images(tiny_teacher):
-    config = SynthConfig(num_images=12, batch_size=4, rounds=3, iterations=3, temperature=2.0, canvas=32)
+    config = SynthConfig(num_images=12, batch_size=4, rounds=3, iterations=3, calibration_temperature=2.0, canvas=32)
     synth = Synthesizer(tiny_teacher, config)
     shard = synth.synthesize_shard(0)
     assert shard.images.shape == (12, 1, 32, 32) and shard.soft_labels.shape == (12, 10)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfnas.synth.config import ConfigError, SynthConfig
+from dfnas.config import UsageError
+from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import Synthesizer
 from dfnas.synth.region import RegionState
 
@@ -35,5 +36,5 @@ def test_bf16_autocast_is_close():
 def test_auto_resolves_per_device_type_and_fp16_needs_cuda():
     synth = Synthesizer(make_tiny_teacher(), SynthConfig())
     assert synth.config.device == "cpu" and synth.config.amp in ("off", "bf16") and synth.config.channels_last in ("on", "off")
-    with pytest.raises(ConfigError, match="fp16"):
+    with pytest.raises(UsageError, match="fp16"):
         Synthesizer(make_tiny_teacher(), SynthConfig(amp="fp16", device="cpu"))

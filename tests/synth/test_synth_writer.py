@@ -95,7 +95,7 @@ def test_partial_manifest_lists_only_finished_shards(tmp_path):
 def test_unwritable_output_directory_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(DatasetWriteError, match="not writable"):
+    with pytest.raises(ValueError, match="not writable"):
         synthesize_dataset(TINY, blocker / "out", teacher=make_tiny_teacher())
 
 

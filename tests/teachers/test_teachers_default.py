@@ -12,9 +12,12 @@ from torch import nn
 from dfnas.data.mnist import load_mnist
 from dfnas.teachers import Teacher, TeacherInfo, load_teacher
 from dfnas.teachers import loader
-from dfnas.teachers.train_default import accuracy
+from training_tool import load_training_tool
 
 PACKAGE_DIR = loader.BUNDLED_DIR
+
+_tool = load_training_tool()
+accuracy = _tool.accuracy
 
 
 @pytest.fixture(scope="module")

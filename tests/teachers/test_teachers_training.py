@@ -8,9 +8,14 @@ import torch
 
 from dfnas.data import mnist
 from dfnas.teachers import load_teacher
-from dfnas.teachers.train_default import main, random_shift, train
+from training_tool import load_training_tool
 
 TINY = {"epochs": 1, "batch_size": 100, "lr": 0.1, "weight_decay": 5e-4, "width": 4, "max_shift": 2, "seed": 3}
+
+_tool = load_training_tool()
+main = _tool.main
+random_shift = _tool.random_shift
+train = _tool.train
 
 
 def _subset(split: str) -> mnist.MnistTensors:

@@ -1,17 +1,15 @@
 // Raw-pointer interface between the ATen glue (csrc/cpu/*.cpp) and the vectorized kernels
-// (csrc/cpu/kernels/*.cpp), which are compiled once per CPU capability. Kernels see only
+// (csrc/cpu/kernels/<op>.cpp), which are compiled once per CPU capability. Kernels see only
 // contiguous NCHW or channels-last (NHWC) memory; the glue checks shapes and picks the layout.
 #pragma once
 
 #include <stdint.h>
 
-#include "dfnas/adam_math.h"
-#include "dfnas/tv_math.h"
+#include "dfnas/region_adam_math.h"
+#include "dfnas/tv_loss_math.h"
+#include "dfnas/types.h"
 
 namespace dfnas::cpu {
-
-enum class Dtype : int { Float32, Float64, BFloat16, Float16 };
-enum class Layout : int { NCHW, NHWC };
 
 struct BnStatsArgs {
   const void* x;
@@ -52,6 +50,19 @@ struct TvBackwardArgs {
   double weights[4];  // tv_backward_weights
 };
 
+// Copies each sample's window between a canvas (n, c, height, width) and a window tensor
+// (n, c, window_h, window_w) of the same layout. Any element type: only its size matters.
+struct CropWindowsArgs {
+  void* canvas;
+  void* windows;
+  int64_t element_size;  // bytes
+  Layout layout;
+  int64_t n, c, height, width;  // canvas
+  int64_t window_h, window_w;
+  const int64_t* offsets;  // (n, 2): window top-left (y, x), already bounds-checked
+  bool to_windows;         // canvas -> windows (crop) or windows -> canvas (backward scatter)
+};
+
 struct RegionAdamArgs {
   void* canvas;
   const void* grad;
@@ -61,7 +72,7 @@ struct RegionAdamArgs {
   Layout layout;
   int64_t n, c, height, width;  // canvas
   int64_t window_h, window_w;   // grad
-  const int64_t* offsets;       // (n, 2): window top-left (y, x), already bounds-checked
+  const int64_t* offsets;       // (n, 2), as in CropWindowsArgs
   AdamConstants adam;
   const double* clamp_min;  // (c) or nullptr
   const double* clamp_max;  // (c) or nullptr
@@ -75,6 +86,7 @@ struct KernelTable {
   void (*bn_backward)(const BnBackwardArgs&);
   void (*tv_forward)(const TvForwardArgs&);
   void (*tv_backward)(const TvBackwardArgs&);
+  void (*crop_windows)(const CropWindowsArgs&);
   void (*region_adam)(const RegionAdamArgs&);
 };
 

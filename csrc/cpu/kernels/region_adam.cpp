@@ -7,7 +7,7 @@
 #include <limits>
 #include <vector>
 
-#include "dfnas/adam_math.h"
+#include "dfnas/region_adam_math.h"
 #include "vec_io.h"
 
 namespace dfnas::cpu {

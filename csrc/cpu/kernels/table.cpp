@@ -7,6 +7,7 @@ void bn_stats(const BnStatsArgs&);
 void bn_backward(const BnBackwardArgs&);
 void tv_forward(const TvForwardArgs&);
 void tv_backward(const TvBackwardArgs&);
+void crop_windows(const CropWindowsArgs&);
 void region_adam(const RegionAdamArgs&);
 }  // namespace CPU_CAPABILITY
 
@@ -22,7 +23,7 @@ constexpr bool kOpenMP = false;
 const KernelTable& DFNAS_TABLE_FUNCTION(CPU_CAPABILITY)() {
   static const KernelTable table{
       C10_STRINGIZE(CPU_CAPABILITY), static_cast<int>(kLanes), kOpenMP,
-      &bn_stats, &bn_backward, &tv_forward, &tv_backward, &region_adam,
+      &bn_stats, &bn_backward, &tv_forward, &tv_backward, &crop_windows, &region_adam,
   };
   return table;
 }

@@ -1,5 +1,6 @@
 // Device helpers shared by the kernels: element types and their float math type, aligned
-// vector access, deterministic block reductions, launch sizing and dtype dispatch.
+// vector access, the grid-stride loop, deterministic block reductions, launch sizing and dtype
+// dispatch.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -51,6 +52,38 @@ template <class T> constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
 // True when every pointer is 16-byte aligned (tensor views may start mid-allocation).
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 inline bool aligned16(const void* p, const void* q) { return aligned16(p) && aligned16(q); }
+
+// Grid-stride loop over the flat range [0, product of radix): body(i, digits of i) for every i
+// this thread owns, the digits advanced incrementally (traversal.h `MixedRadix`). The body is a
+// lambda of the kernel. kUnroll grid-stride steps are unrolled, for more loads in flight in
+// streaming kernels (1: none).
+template <int kUnroll, int D, class Body>
+__device__ __forceinline__ void grid_stride_loop(const int64_t (&radix)[D], Body&& body) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t total = radix_total(radix);
+  const MixedRadix<D> step = MixedRadix<D>::of(stride, radix);
+  MixedRadix<D> at = MixedRadix<D>::of(first, radix);
+#pragma unroll kUnroll
+  for (int64_t i = first; i < total; i += stride) {
+    body(i, static_cast<const MixedRadix<D>&>(at));
+    at.advance(step, radix);
+  }
+}
+
+// Grid-stride loop over the elements of every sample's window (traversal.h `WindowGeometry`),
+// in the memory order of the window tensor: body(i, digits of i, canvas index of i). Offsets
+// are read on the device, never copied to the host; a window that leaves the canvas traps,
+// which fails the stream like a device-side assert.
+template <class Body>
+__device__ __forceinline__ void window_loop(const WindowGeometry& g, const int64_t* __restrict__ offsets,
+                                            Body&& body) {
+  grid_stride_loop<1>(g.radix, [&](int64_t i, const MixedRadix<4>& at) {
+    const int64_t y0 = offsets[2 * at.digit[0]], x0 = offsets[2 * at.digit[0] + 1];
+    if (!g.inside_canvas(y0, x0)) __trap();
+    body(i, at, g.canvas_index(at, y0, x0));
+  });
+}
 
 // Sum over the block of K values per thread, in a fixed order (warp shuffles, then the warp
 // totals by warp 0): the result, valid in thread 0, is bitwise reproducible.

@@ -1,5 +1,5 @@
 // Torch-free interface between the ATen glue (csrc/cuda/*.cpp) and the CUDA kernels
-// (csrc/cuda/kernels/*.cu): raw device pointers, sizes and a stream. Tensors arrive dense in
+// (csrc/cuda/kernels/<op>.cu): raw device pointers, sizes and a stream. Tensors arrive dense in
 // NCHW or channels-last (NHWC) layout; the glue checks shapes, picks the layout, allocates
 // outputs and workspaces. Every launcher returns the launch's cudaError_t.
 //
@@ -11,13 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dfnas/adam_math.h"
-#include "dfnas/tv_math.h"
+#include "dfnas/region_adam_math.h"
+#include "dfnas/tv_loss_math.h"
+#include "dfnas/types.h"
 
 namespace dfnas::cuda {
-
-enum class Dtype : int { Float32, Float64, BFloat16, Float16 };
-enum class Layout : int { NCHW, NHWC };
 
 // "opmath": the dtype of losses, statistics and coefficients, float64 for Float64 data and
 // float32 otherwise. Running statistics come as Float32 or Float64 (`stats_dtype`).

@@ -43,6 +43,14 @@ struct MixedRadix {
   }
 };
 
+// Number of items of a flat range with these digit extents.
+template <int D>
+DFNAS_HD int64_t radix_total(const int64_t (&radix)[D]) {
+  int64_t total = 1;
+  for (int k = 0; k < D; ++k) total *= radix[k];
+  return total;
+}
+
 // Number of blocks of `per_block` items covering `total` items.
 DFNAS_HD int64_t blocks_for(int64_t total, int64_t per_block) { return (total + per_block - 1) / per_block; }
 
@@ -91,7 +99,7 @@ struct WindowGeometry {
   int64_t canvas_h, canvas_w, window_h, window_w, channels;
   int64_t group;  // channels per innermost unit: 1 for NCHW, a 16-byte pack or 1 for NHWC
 
-  DFNAS_HD int64_t total() const { return radix[0] * radix[1] * radix[2] * radix[3]; }
+  DFNAS_HD int64_t total() const { return radix_total(radix); }
 
   DFNAS_HD bool inside_canvas(int64_t y0, int64_t x0) const {
     return y0 >= 0 && x0 >= 0 && y0 + window_h <= canvas_h && x0 + window_w <= canvas_w;

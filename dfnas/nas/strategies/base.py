@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -16,12 +17,15 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from dfnas.config import RunFailed, option
+from dfnas.files import atomic_write_bytes
 from dfnas.nas.arch import Architecture
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts import DartsConfig
 from dfnas.nas.spaces.proxyless import ProxylessConfig
 from dfnas.nas.spaces.spos import SposConfig
-from dfnas.nas.train import Checkpointer, LossConfig, rng_state, set_rng_state
+from dfnas.checkpoint import Checkpointer, rng_state, set_rng_state
+from dfnas.nas.loss import LossConfig
 
 SPACE_PRESETS = ("tiny", "reference")
 
@@ -30,28 +34,23 @@ SPACE_PRESETS = ("tiny", "reference")
 class SearchConfig:
     """Settings shared by every strategy (each strategy's config extends this)."""
 
-    seed: int = 2
-    space_preset: str = "tiny"
-    epochs: int = 50
-    batch_size: int = 64
-    temperature: float = 3.0
-    t2_factor: bool = True
-    hard_weight: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float = 5.0  # 0 = off
-    steps_per_epoch: int = 0  # 0 = every batch of the split; more caps an epoch (tiny presets)
+    seed: int = option(2, "random seed of everything (weights, splits, sampling)", min=0)
+    space_preset: str = option("tiny", "size of the search space: tiny or reference (the published one)",
+                               choices=SPACE_PRESETS)
+    epochs: int = option(50, "supernet training epochs", min=1, max=100000)
+    batch_size: int = option(64, "training batch size", min=1, max=65536)
+    temperature: float = option(3.0, "distillation temperature T of the KL to the teacher's soft labels", above=0)
+    t2_factor: bool = option(True, "multiply the KL by T^2 (Hinton et al.)")
+    hard_weight: float = option(0.0, "weight w of hard-label CE: (1-w) KL + w CE", min=0, max=1)
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy terms", min=0, max=0.999)
+    grad_clip: float = option(5.0, "clip the weights' gradient norm to this (0 = off)", min=0)
+    steps_per_epoch: int = option(0, "cap on the steps of one epoch (0 = every batch of the split)", min=0)
 
     def loss(self) -> LossConfig:
         return LossConfig(self.temperature, self.t2_factor, self.hard_weight, self.label_smoothing)
 
     def check(self) -> None:
-        if self.space_preset not in SPACE_PRESETS:
-            raise ValueError(f"space_preset must be one of {SPACE_PRESETS}, got {self.space_preset!r}")
-        if self.steps_per_epoch < 0:
-            raise ValueError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        """Rules between fields (each field's range is checked by dfnas.config.check); subclasses add theirs."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,6 +109,7 @@ class SearchOutcome:
     finished: bool
     next_unit: int
     architecture: Architecture | None
+    final_record: dict  # the log record of the last unit done (empty before the first)
 
 
 def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool = False,
@@ -137,7 +137,7 @@ def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool
         start = int(state["next_unit"])
         # The log is written before each checkpoint: drop records of a unit that was not saved.
         lines = log_path.read_text().splitlines(keepends=True) if log_path.exists() else []
-        log_path.write_text("".join(lines[:start]))
+        atomic_write_bytes(log_path, "".join(lines[:start]).encode())
         echo(f"resuming {strategy.name} at {strategy.unit_name} {start + 1} of {strategy.num_units}")
     elif checkpointer.exists():
         raise ValueError(f"{out_dir} already holds a search checkpoint; pass --resume or choose another --out")
@@ -147,15 +147,25 @@ def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool
     for unit in range(start, end):
         with tqdm(total=strategy.unit_steps(unit), disable=not progress_bar, leave=False,
                   desc=f"{strategy.name} {strategy.unit_name} {unit + 1}/{strategy.num_units}") as bar:
-            record = strategy.run_unit(unit, bar.update)
+            try:
+                record = strategy.run_unit(unit, bar.update)
+            except RunFailed as error:
+                raise RunFailed(f"{strategy.name} {strategy.unit_name} {unit + 1}: {error}; stopped without an "
+                                f"architecture (lower the learning rates or check the data)") from None
         record = {strategy.unit_name: unit + 1, **record}
+        bad = [key for key, value in record.items() if isinstance(value, float) and not math.isfinite(value)]
+        if bad:
+            raise RunFailed(f"{strategy.name} {strategy.unit_name} {unit + 1}: {', '.join(bad)} became non-finite; "
+                            f"stopped without an architecture")
         with open(log_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         checkpointer.save({"next_unit": unit + 1, "run_config": run_config,
                            "strategy": strategy.state_dict(), "rng": rng_state()})
         echo(summarize(record))
     finished = end == strategy.num_units
-    return SearchOutcome(finished, end, strategy.architecture() if finished else None)
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    final_record = json.loads(lines[-1]) if lines else {}
+    return SearchOutcome(finished, end, strategy.architecture() if finished else None, final_record)
 
 
 def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -27,8 +27,10 @@ from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts_ops import PRIMITIVES
 from dfnas.nas.spaces.darts_search import DartsSearchNetwork
 from dfnas.nas.strategies.base import SearchConfig, space_config
-from dfnas.nas.strategies.evaluator import PathEvaluator
-from dfnas.nas.train import Batch, BatchStream, Precision, Trainer, split_indices
+from dfnas.nas.strategies.evaluator import PathEvaluator, eval_batch_size
+from dfnas.data.images import Batch, BatchStream, split_indices
+from dfnas.device import Precision
+from dfnas.nas.trainer import Trainer
 
 SKIP_WARNING = 2
 
@@ -154,7 +156,7 @@ class DartsSearch:
         self.evaluator = PathEvaluator(self.model, self.trainer,
                                        data.train.subset(weight_part).fixed_batches(
                                            config.batch_size, config.calib_batches, drop_last=True),
-                                       data.val.fixed_batches(config.batch_size))
+                                       data.val.fixed_batches(eval_batch_size(config.batch_size)))
         self.num_units = config.epochs
 
     def probe_forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:

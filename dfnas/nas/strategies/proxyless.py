@@ -35,8 +35,10 @@ from dfnas.nas.profile import CostTable, build_latency_table, cost_table
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.proxyless import MixedEdge, ProxylessSupernet
 from dfnas.nas.strategies.base import SearchConfig, space_config
-from dfnas.nas.strategies.evaluator import PathEvaluator
-from dfnas.nas.train import Batch, BatchStream, Precision, Trainer, split_indices
+from dfnas.nas.strategies.evaluator import PathEvaluator, eval_batch_size
+from dfnas.data.images import Batch, BatchStream, split_indices
+from dfnas.device import Precision
+from dfnas.nas.trainer import Trainer
 
 GATE_MODES = ("full_v2", "two")
 ARCH_UPDATES = ("gradient", "reinforce")
@@ -165,7 +167,7 @@ class ProxylessSearch:
         self.evaluator = PathEvaluator(self.model, self.trainer,
                                        data.train.subset(weight_part).fixed_batches(
                                            config.calib_batch_size, config.calib_batches, drop_last=True),
-                                       data.val.fixed_batches(config.calib_batch_size))
+                                       data.val.fixed_batches(eval_batch_size(config.batch_size)))
         self.num_units = config.epochs
 
     # --- costs

@@ -27,7 +27,9 @@ from dfnas.nas.spaces.spos import SposSupernet
 from dfnas.nas.strategies.base import SearchConfig, space_config
 from dfnas.nas.strategies.evaluator import FITNESS_METRICS, PathEvaluator
 from dfnas.nas.strategies.evolution import Evolution, EvolutionConfig
-from dfnas.nas.train import BatchStream, Precision, Trainer
+from dfnas.data.images import BatchStream
+from dfnas.device import Precision
+from dfnas.nas.trainer import Trainer
 
 SAMPLING_TRIES = 10_000
 

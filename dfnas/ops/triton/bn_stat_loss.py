@@ -28,9 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from dfnas.ops._fake import opmath
-from dfnas.ops._reference_kernels import bn_affine_coefficients
-from dfnas.ops.triton._common import check_image_batch, dense
+from dfnas.ops._common import bn_affine_coefficients, check_image_batch, dense, opmath
 
 TILE = 4096  # values per program
 

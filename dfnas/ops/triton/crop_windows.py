@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from dfnas.ops.triton._common import check_windows, dense
+from dfnas.ops._common import check_windows, dense
 from dfnas.ops.triton import _window_index
 
 TILE = 2048  # values per program

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from dfnas.ops.triton._common import check_windows
+from dfnas.ops._common import check_windows
 from dfnas.ops.triton import _window_index
 
 TILE = 1024  # values per program
@@ -49,7 +49,7 @@ def _region_adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, offsets_ptr, consts_ptr, lo_
         p = p - step_size * m / (tl.sqrt(v) / bias2_sqrt + eps)
     else:  # IEEE-rounded, as the C++ kernels compute it (float32 tl.sqrt and / are approximate)
         p = p - tl.div_rn(step_size * m, tl.div_rn(tl.sqrt_rn(v), bias2_sqrt) + eps)
-    # max/min written as compares so that a NaN parameter propagates (as in adam_math.h).
+    # max/min written as compares so that a NaN parameter propagates (as in region_adam_math.h).
     if HAS_MIN:
         lo = tl.load(lo_ptr + channel, mask=mask, other=0.0)
         p = tl.where(p < lo, lo, p)

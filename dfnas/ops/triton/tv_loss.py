@@ -25,9 +25,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from dfnas.ops._fake import opmath
-from dfnas.ops._reference_kernels import tv_loss_from_sums, tv_weights
-from dfnas.ops.triton._common import check_image_batch, dense
+from dfnas.ops._common import check_image_batch, dense, opmath, tv_loss_from_sums, tv_weights
 
 # Values per program: the backward keeps nine neighbour tiles live, the forward four.
 FORWARD_TILE, BACKWARD_TILE = 2048, 1024

@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "dfnas/adam_math.h"
+#include "dfnas/region_adam_math.h"
 #include "launchers.h"
 
 using namespace dfnas;

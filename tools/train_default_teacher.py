@@ -1,8 +1,8 @@
-"""Train the bundled default teacher: `python -m dfnas.teachers.train_default`.
+"""Train the bundled default teacher: `python tools/train_default_teacher.py` (from the repository root).
 
 Trains `DigitCNN` on the "train" split of `dfnas.data.mnist` (4,000 real digits), prints the
 accuracy on the held-out "test" split (1,000 digits), and writes `default.safetensors` and
-`default.json` next to this file. Seeded and deterministic on CPU for a given thread count.
+`default.json` into dfnas/teachers/ (the package data; reinstall to ship them). Seeded and deterministic on CPU for a given thread count.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dfnas.data import mnist
 from dfnas.files import atomic_write_bytes, atomic_write_json, sha256_file
 from dfnas.teachers.digit_cnn import ARCHITECTURE, DigitCNN
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "dfnas" / "teachers"
 WEIGHTS_NAME = "default.safetensors"
 METADATA_NAME = "default.json"
 

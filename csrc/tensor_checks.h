@@ -1,11 +1,14 @@
-// Argument checks and layout selection shared by the CPU glue (and the CUDA glue).
+// Argument checks and layout selection of the ATen glue, the one definition both backends use
+// (csrc/cpu/<op>.cpp and csrc/cuda/<op>.cpp), so that CPU and CUDA accept and reject the same
+// inputs. Tensors map onto the kernels' torch-free Dtype / Layout (dfnas/types.h) here.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <string_view>
 
-#include "cpu/kernels/kernels.h"
+#include "dfnas/tv_loss_math.h"
+#include "dfnas/types.h"
 
 namespace dfnas {
 
@@ -20,12 +23,17 @@ inline void check_channel_vector(const at::Tensor& v, const at::Tensor& x, const
   TORCH_CHECK(v.device() == x.device(), op, ": ", name, " is on ", v.device(), " but x is on ", x.device());
 }
 
-inline cpu::Dtype kernel_dtype(const at::Tensor& x, const char* op) {
+inline void check_same_device(const at::Tensor& t, const at::Tensor& reference, const char* op, const char* name) {
+  TORCH_CHECK(t.device() == reference.device(), op, ": ", name, " is on ", t.device(), " but expected ",
+              reference.device());
+}
+
+inline Dtype kernel_dtype(const at::Tensor& x, const char* op) {
   switch (x.scalar_type()) {
-    case at::kFloat: return cpu::Dtype::Float32;
-    case at::kDouble: return cpu::Dtype::Float64;
-    case at::kBFloat16: return cpu::Dtype::BFloat16;
-    case at::kHalf: return cpu::Dtype::Float16;
+    case at::kFloat: return Dtype::Float32;
+    case at::kDouble: return Dtype::Float64;
+    case at::kBFloat16: return Dtype::BFloat16;
+    case at::kHalf: return Dtype::Float16;
     default: TORCH_CHECK(false, op, ": unsupported dtype ", x.scalar_type(), " (float32, float64, bfloat16, float16)");
   }
 }
@@ -39,16 +47,16 @@ inline at::ScalarType opmath_dtype(const at::Tensor& x) {
 // both hold), otherwise an NCHW copy.
 struct DenseImages {
   at::Tensor tensor;
-  cpu::Layout layout;
+  Layout layout;
   at::MemoryFormat memory_format() const {
-    return layout == cpu::Layout::NHWC ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    return layout == Layout::NHWC ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   }
 };
 
 inline DenseImages dense_images(const at::Tensor& x) {
-  if (x.is_contiguous()) return {x, cpu::Layout::NCHW};
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return {x, cpu::Layout::NHWC};
-  return {x.contiguous(), cpu::Layout::NCHW};
+  if (x.is_contiguous()) return {x, Layout::NCHW};
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return {x, Layout::NHWC};
+  return {x.contiguous(), Layout::NCHW};
 }
 
 // Windows (height, width) at per-sample offsets (N, 2) = (y, x) must lie inside (H, W).
@@ -63,6 +71,14 @@ inline void check_windows(const at::Tensor& offsets, int64_t n, int64_t H, int64
               "x", W);
 }
 
+// bn_stat_loss: x (N, C, H, W) and running statistics (C,) on x's device.
+inline void check_bn_stat_loss_args(const at::Tensor& x, const at::Tensor& running_mean,
+                                    const at::Tensor& running_var) {
+  check_image_batch(x, "bn_stat_loss", "x");
+  check_channel_vector(running_mean, x, "bn_stat_loss", "running_mean");
+  check_channel_vector(running_var, x, "bn_stat_loss", "running_var");
+}
+
 inline TvKind tv_kind(std::string_view kind) {
   TORCH_CHECK(kind == "l2" || kind == "l1", "tv_loss: kind must be 'l2' or 'l1', got '", kind, "'");
   return kind == "l2" ? TvKind::L2 : TvKind::L1;
@@ -72,6 +88,10 @@ inline void check_tv_input(const at::Tensor& x) {
   check_image_batch(x, "tv_loss", "x");
   TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "tv_loss: x must be at least 2x2 pixels, got ", x.size(2), "x",
               x.size(3));
+}
+
+inline void check_tv_sums(const at::Tensor& sums) {
+  TORCH_CHECK(sums.numel() == 4 && sums.scalar_type() == at::kDouble, "tv_loss: sums must be 4 float64 values");
 }
 
 // region_adam_'s tensors: the canvas layout the in-place update will walk (the canvas must

@@ -1,4 +1,4 @@
-"""crop_windows and region_adam_: per-sample windows of a canvas."""
+"""region_adam_: Adam on each sample's window of a canvas, touching nothing outside it."""
 import pytest
 import torch
 
@@ -7,32 +7,11 @@ from dfnas.ops import reference
 from op_cases import in_layout, outside_windows, window_offsets
 
 CANVAS_LAYOUTS = ("contiguous", "channels_last")
+schemas = ops.load()  # torch.ops.dfnas: the op schemas, called directly
 
 
 def random_offsets(n, canvas_hw, window_hw):
     return window_offsets(n, *canvas_hw, *window_hw, "cpu")
-
-
-@pytest.mark.parametrize("layout", CANVAS_LAYOUTS + ("permuted",))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("shape, window", [((4, 3, 40, 40), (32, 32)), ((2, 1, 7, 9), (7, 1)), ((1, 5, 6, 6), (1, 1))])
-def test_crop_windows_matches_reference_and_layout(layout, dtype, shape, window):
-    canvas = in_layout(torch.randn(shape).to(dtype), layout)
-    offsets = random_offsets(shape[0], shape[2:], window)
-    out = ops.crop_windows(canvas, offsets, *window)
-    assert torch.equal(out, reference.crop_windows(canvas, offsets, *window))
-    if layout == "channels_last" and shape[1] > 1 and window != (1, 1):
-        assert out.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_crop_windows_gradcheck_and_opcheck():
-    canvas = torch.randn(3, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    offsets = random_offsets(3, (6, 7), (3, 4))
-    assert torch.autograd.gradcheck(lambda c: ops.crop_windows(c, offsets, 3, 4), (canvas,))
-    for layout in CANVAS_LAYOUTS + ("permuted",):
-        c = in_layout(torch.randn(3, 2, 6, 7), layout).requires_grad_()
-        torch.library.opcheck(torch.ops.dfnas.crop_windows.default, (c, offsets, 3, 4))
-    torch.library.opcheck(torch.ops.dfnas.crop_windows_backward.default, (torch.randn(3, 2, 3, 4), offsets, 6, 7))
 
 
 def adam_state(shape, layout, dtype=torch.float32):
@@ -101,7 +80,7 @@ def test_region_adam_opcheck():
         grad = in_layout(torch.randn(2, 3, 5, 5), layout)
         offsets = random_offsets(2, (9, 9), (5, 5))
         kwargs = dict(step=2, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, clamp_min=torch.full((3,), -1.0), clamp_max=None)
-        torch.library.opcheck(torch.ops.dfnas.region_adam_.default, (canvas, grad, exp_avg, exp_avg_sq, offsets), kwargs)
+        torch.library.opcheck(schemas.region_adam_.default, (canvas, grad, exp_avg, exp_avg_sq, offsets), kwargs)
 
 
 def test_region_adam_deterministic():
@@ -115,14 +94,12 @@ def test_region_adam_deterministic():
     assert torch.equal(results[0], results[1])
 
 
-def test_window_out_of_bounds_is_rejected():
+def test_region_adam_window_out_of_bounds_is_rejected():
     canvas, exp_avg, exp_avg_sq = adam_state((2, 3, 10, 10), "contiguous")
     grad = torch.randn(2, 3, 8, 8)
     offsets = torch.tensor([[0, 0], [3, 1]])
     with pytest.raises(RuntimeError, match="window of sample 1 at \\(y=3, x=1\\)"):
         ops.region_adam_(canvas, grad, exp_avg, exp_avg_sq, offsets, step=1, lr=0.1)
-    with pytest.raises(RuntimeError, match="window of sample 0 at \\(y=-1"):
-        ops.crop_windows(canvas, torch.tensor([[-1, 0], [0, 0]]), 8, 8)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-// Total-variation prior on CUDA (math in dfnas/tv_math.h).
+// Total-variation prior on CUDA (math in dfnas/tv_loss_math.h).
 //
 // Both layouts are walked as planes of rows of contiguous elements (traversal.h `Planes`), one
 // element per thread step, so consecutive threads read consecutive addresses; the stencil's
@@ -80,12 +80,7 @@ tv_backward(const T* __restrict__ x, T* __restrict__ grad_x, Planes p, TvKind ki
   __syncthreads();
   const auto term = [kind](acc_t d) { return tv_backward_term(kind, d); };
   const int64_t radix[3] = {p.planes, p.rows, p.len};
-  const int64_t total = radix[0] * radix[1] * radix[2];
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  const MixedRadix<3> step = MixedRadix<3>::of(stride, radix);
-  MixedRadix<3> at = MixedRadix<3>::of(first, radix);
-  for (int64_t i = first; i < total; i += stride) {
+  grid_stride_loop<1>(radix, [&](int64_t i, const MixedRadix<3>& at) {
     const int64_t r = at.digit[1], t = at.digit[2];
     const bool has_left = t >= p.step, has_right = t + p.step < p.len;
     const bool has_up = r > 0, has_down = r + 1 < p.rows;
@@ -93,7 +88,7 @@ tv_backward(const T* __restrict__ x, T* __restrict__ grad_x, Planes p, TvKind ki
     const auto at_offset = [&](int64_t offset) { return to_opmath(x[i + offset]); };
     acc_t g = 0;
     // A pixel is the first operand of the differences starting at it and the second operand of
-    // those ending at it (tv_math.h): d0 right, d1 down, d2 = below - right, d3 = diagonal down.
+    // those ending at it (tv_loss_math.h): d0 right, d1 down, d2 = below - right, d3 = diagonal down.
     if (has_right) g += weights[0] * term(v - at_offset(p.step));
     if (has_left) g -= weights[0] * term(at_offset(-p.step) - v);
     if (has_down) g += weights[1] * term(v - at_offset(p.len));
@@ -103,8 +98,7 @@ tv_backward(const T* __restrict__ x, T* __restrict__ grad_x, Planes p, TvKind ki
     if (has_down && has_right) g += weights[3] * term(v - at_offset(p.len + p.step));
     if (has_up && has_left) g -= weights[3] * term(at_offset(-p.len - p.step) - v);
     grad_x[i] = from_opmath<T>(g);
-    at.advance(step, radix);
-  }
+  });
 }
 
 int64_t slices_of(const TvForwardLaunch& a) {

@@ -1,4 +1,4 @@
-// Total-variation prior kernels (math in dfnas/tv_math.h).
+// Total-variation prior kernels (math in dfnas/tv_loss_math.h).
 //
 // Both layouts are walked as planes of `h` rows of `len` contiguous elements where the right
 // neighbour is `step` elements away: NCHW planes are the N*C images (len = W, step = 1);

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "dfnas/bn_stats_math.h"
+#include "dfnas/bn_stat_loss_math.h"
 #include "vec_io.h"
 
 namespace dfnas::cpu {

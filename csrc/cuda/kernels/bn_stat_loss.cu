@@ -1,4 +1,4 @@
-// BN-statistics loss on CUDA (math in dfnas/bn_stats_math.h).
+// BN-statistics loss on CUDA (math in dfnas/bn_stat_loss_math.h).
 //
 // Forward, deterministic two-stage reduction:
 //   1. partial kernels: each block reduces a fixed slice of one channel (NCHW) or of a tile of
@@ -9,7 +9,7 @@
 // Backward: one block folds grad_loss and the norms into per-channel (shift, scale), then an
 // elementwise kernel writes grad_x = shift_c + scale_c * x.
 #include "common.cuh"
-#include "dfnas/bn_stats_math.h"
+#include "dfnas/bn_stat_loss_math.h"
 
 namespace dfnas::cuda {
 namespace {
@@ -174,12 +174,7 @@ __global__ void __launch_bounds__(kThreads)
 bn_backward_apply(const T* __restrict__ x, T* __restrict__ grad_x, int64_t outer, int64_t channels, int64_t inner,
                   const opmath_t<T>* __restrict__ shift, const opmath_t<T>* __restrict__ scale) {
   const int64_t radix[3] = {outer, kChannelsLast ? 1 : channels, inner};
-  const int64_t total = radix[0] * radix[1] * radix[2];
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  const MixedRadix<3> step = MixedRadix<3>::of(stride, radix);
-  MixedRadix<3> at = MixedRadix<3>::of(first, radix);
-  for (int64_t i = first; i < total; i += stride) {
+  grid_stride_loop<4>(radix, [&](int64_t i, const MixedRadix<3>& at) {
     const Pack<T, VEC> in = load_pack<T, VEC>(x, i);
     Pack<T, VEC> out;
 #pragma unroll
@@ -188,8 +183,7 @@ bn_backward_apply(const T* __restrict__ x, T* __restrict__ grad_x, int64_t outer
       out.v[l] = from_opmath<T>(shift[ch] + scale[ch] * to_opmath(in.v[l]));
     }
     store_pack<T, VEC>(grad_x, i, out);
-    at.advance(step, radix);
-  }
+  });
 }
 
 int element_size(Dtype dtype) {

@@ -1,0 +1,46 @@
+"""Checkpoints of resumable runs: atomic `torch.save` of plain tensors and dicts, read back with
+`weights_only=True`, and the global RNG state they carry."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfnas.files import atomic_open
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """One checkpoint file, replaced atomically (temporary file in the same folder + rename)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, state: dict[str, Any]) -> None:
+        with atomic_open(self.path) as handle:
+            torch.save(state, handle)
+
+    def load(self, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+        if not self.exists():
+            raise FileNotFoundError(f"no checkpoint at {self.path} to resume from")
+        try:
+            return torch.load(self.path, map_location=map_location, weights_only=True)
+        except Exception as error:  # torch raises several types for truncated/corrupt files
+            raise ValueError(f"checkpoint {self.path} is unreadable ({error}); delete it to start over") from None

@@ -1,0 +1,151 @@
+"""One search from settings to files: the library behind `dfnas-search` (and `dfnas-run`).
+
+`strategy_config(name, preset)` gives a strategy's settings at a preset ("tiny": minutes on a CPU;
+"reference": the published hyperparameters and space sizes); `RunOptions` are the settings of the
+run itself (where, on what, how fast), which never change the searched architecture except
+through the precision and thread count it picks, both recorded in the checkpoint.
+`search(...)` holds the output directory, loads the data, picks the precision, runs or resumes
+the strategy and writes architecture.json and the plots.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dfnas.checkpoint import Checkpointer
+from dfnas.config import UsageError, apply, option
+from dfnas.device import AMP_CHOICES, DEVICE_HELP, LAYOUT_CHOICES, Precision, resolve_device
+from dfnas.files import atomic_write_json, exclusive_directory, remove_leftover_temporaries
+from dfnas.nas.arch import Architecture
+from dfnas.nas.search_data import SearchData, check_data_spec, load_search_data
+from dfnas.nas.strategies import STRATEGIES, run_search
+from dfnas.nas.tuning import select_precision, select_threads
+
+PRESETS = ("tiny", "reference")
+
+
+def strategy_config(name: str, preset: str = "tiny") -> Any:
+    """Strategy `name`'s settings at `preset`: the reference defaults, or those plus its tiny overrides."""
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    if preset not in PRESETS:
+        raise UsageError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    _, config_type, tiny = STRATEGIES[name]
+    overrides = {**tiny, "space_preset": "tiny"} if preset == "tiny" else {"space_preset": "reference"}
+    return apply(config_type(), overrides, f"{preset} preset")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a search runs: not part of the searched problem."""
+
+    preset: str = option("tiny", "starting point of the settings: tiny (minutes on a CPU) or reference "
+                                 "(the published hyperparameters and space sizes)", choices=PRESETS)
+    device: str = option("auto", DEVICE_HELP)
+    threads: str = option("auto", "CPU threads for torch: a number, or auto: torch's default or 1, whichever "
+                                  "trains faster right now (shared machines)")
+    channels_last: str = option("auto", "memory format: auto times both on the supernet and keeps the faster",
+                                choices=LAYOUT_CHOICES)
+    amp: str = option("auto", "autocast dtype: auto keeps bf16 only where it measures faster; fp16 is CUDA only",
+                      choices=AMP_CHOICES)
+    val_fraction: float = option(0.1, "fraction of a synthetic dataset held out as the val split", above=0, max=0.9)
+    num_classes: int | None = option(None, "fail unless the dataset has this many classes", min=2)
+    stop_after: int | None = option(None, "stop after N epochs/generations in total (continue later with --resume)",
+                                    min=1)
+
+    def check(self) -> None:
+        if self.threads != "auto" and (not self.threads.isdigit() or int(self.threads) < 1):
+            raise UsageError(f"threads must be a positive number or auto, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    finished: bool
+    next_unit: int
+    num_units: int
+    unit_name: str
+    architecture: Architecture | None
+    final_record: dict
+    plots: list[Path]
+    seconds: float
+
+
+def search(name: str, config: Any, data_spec: str, out: str | Path, options: RunOptions = RunOptions(),
+           resume: bool = False, progress_bar: bool = True, echo: Callable[[str], None] = print) -> SearchResult:
+    """Run (or with `resume`, continue) strategy `name` with `config` on `data_spec` into `out`."""
+    started = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    strategy_type = STRATEGIES[name][0]
+    device = resolve_device(options.device)
+    if options.threads != "auto":
+        torch.set_num_threads(int(options.threads))
+    check_data_spec(data_spec)  # inputs before outputs
+    with exclusive_directory(out):  # a file or unwritable --out fails here, before the data is loaded
+        data = load_search_data(data_spec, device, options.val_fraction, options.num_classes)
+        checkpointer = Checkpointer(out / "checkpoint.pt")
+        if not resume and checkpointer.exists():
+            raise UsageError(f"{out} already holds a search checkpoint; continue it with --resume or choose "
+                             f"another --out")
+        if resume:
+            saved = checkpointer.load()
+            if "run_config" not in saved or "precision" not in saved["run_config"]:
+                raise UsageError(f"{checkpointer.path} is not a dfnas-search checkpoint (no run_config)")
+            remove_leftover_temporaries(out)
+        echo(f"data: {data.source}: {len(data.train)} train / {len(data.val)} val images, {data.num_classes} "
+             f"classes, {data.input_size}x{data.input_size}, "
+             f"{'teacher soft labels' if data.soft_labels else 'hard labels'}; device {device}")
+        if resume:  # the saved choices: another precision or thread count could change the result
+            precision = Precision.from_dict(device, saved["run_config"]["precision"])
+            strategy, timings = strategy_type(config, data, precision), {}
+            if options.threads == "auto":
+                torch.set_num_threads(int(saved["run_config"]["threads"]))
+        else:
+            strategy, precision, timings = _measured_setup(strategy_type, config, data, device, options)
+        echo(f"precision: {precision.name}, {torch.get_num_threads()} threads"
+             + (f" (measured step seconds: {json.dumps({k: round(v, 4) for k, v in timings.items()})})"
+                if timings else ""))
+        run_config = {"strategy": name, "config": config.to_dict(), "precision": precision.to_dict(),
+                      "threads": torch.get_num_threads(), "data": _data_record(data, options)}
+        if not resume:
+            atomic_write_json(out / "config.json", json.loads(json.dumps(
+                {**run_config, "preset": options.preset, "measured_step_seconds": timings, "device": str(device)},
+                default=str)))
+        outcome = run_search(strategy, out, run_config, resume=resume, stop_after=options.stop_after,
+                             progress_bar=progress_bar, echo=echo)
+        plots: list[Path] = []
+        if outcome.finished:
+            outcome.architecture.save(out / "architecture.json")
+            plots = strategy.plot(out)
+        return SearchResult(outcome.finished, outcome.next_unit, strategy.num_units, strategy.unit_name,
+                            outcome.architecture, outcome.final_record, plots, time.perf_counter() - started)
+
+
+def _data_record(data: SearchData, options: RunOptions) -> dict:
+    return {"source": data.source, "num_classes": data.num_classes, "train": len(data.train),
+            "val": len(data.val), "val_fraction": options.val_fraction}
+
+
+def _measured_setup(strategy_type: type, config: Any, data: SearchData, device: torch.device,
+                    options: RunOptions) -> tuple:
+    """Build the strategy under the precision (and, with threads auto, the CPU thread count)
+    that trains its supernet fastest here. Returns (strategy, precision, measured seconds)."""
+    plain = Precision(device)
+    strategy = strategy_type(config, data, plain)
+    probe_images = data.train.fixed_batches(config.batch_size, 1)[0].images
+    precision, timings = select_precision(device, options.channels_last, options.amp, strategy.model,
+                                          strategy.probe_forward, probe_images)
+    if options.threads == "auto":
+        chosen, thread_timings = select_threads(strategy.model, strategy.probe_forward, probe_images, precision)
+        torch.set_num_threads(chosen)
+        timings.update({f"threads={k}": v for k, v in thread_timings.items()})
+    if precision != plain:
+        strategy = strategy_type(config, data, precision)
+    return strategy, precision, timings
+

@@ -44,3 +44,16 @@ class Checkpointer:
             return torch.load(self.path, map_location=map_location, weights_only=True)
         except Exception as error:  # torch raises several types for truncated/corrupt files
             raise ValueError(f"checkpoint {self.path} is unreadable ({error}); delete it to start over") from None
+
+
+def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two nested dicts (a checkpoint's settings
+    and the requested ones: a resume under other settings is refused, naming them)."""
+    changed = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed

@@ -40,19 +40,21 @@ def progress_bar(quiet: bool):
         return Progress(), lambda message: None
     from tqdm import tqdm
 
-    bar = None
+    bar, shown = None, {}
 
     def start(done: int, total: int) -> None:
         nonlocal bar
-        bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, desc="dfnas-train")
+        bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, desc=PROG)
 
     def step(done: int, loss: float) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.set_postfix(loss=f"{loss:.3f}", **shown, refresh=False)
 
-    def epoch(record: dict) -> None:
-        shown = {k: f"{record[k]:.3f}" for k in ("test_accuracy", "val_agreement") if k in record}
-        bar.set_description(f"epoch {record['epoch']}", refresh=False)
+    def epoch(record: dict) -> None:  # the last evaluation stays on the bar until the next one
+        shown.clear()
+        shown["epochs"] = record["epoch"]
+        shown.update({name: f"{record[key]:.3f}" for key, name in (("test_accuracy", "test"), ("val_agreement", "val"))
+                      if key in record})
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", **shown)
         if bar.n >= bar.total:
             bar.close()

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dfnas.checkpoint import Checkpointer, rng_state, set_rng_state
+from dfnas.checkpoint import Checkpointer, differences, rng_state, set_rng_state
 from dfnas.config import RunFailed, UsageError
 from dfnas.data.images import Batch, BatchStream
 from dfnas.device import Precision
@@ -197,16 +197,3 @@ class Retrainer:
         self.history = History.from_dict(state["history"])
         self.step = int(state["step"])
         set_rng_state(state["rng"])
-
-
-def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = sorted(set(saved) | set(current))
-    changed = []
-    for key in keys:
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key}")
-    return changed

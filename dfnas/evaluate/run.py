@@ -114,7 +114,7 @@ def train_architecture(arch_path: str | Path, config: TrainConfig, out: str | Pa
     sources = load_sources(config, arch, device)
     echo(f"data: {sources.description['spec']} ({sources.kind}, {len(sources.train)} training images); loss: "
          f"{LOSS_DESCRIPTIONS[sources.loss_name]}; {arch.space} network; {device}, {precision.name}, "
-         f"{torch.get_num_threads()} threads")
+         f"threads: {torch.get_num_threads()}")
 
     torch.manual_seed(config.seed)
     trainer = Retrainer(arch.build(), sources, config, precision)
@@ -141,7 +141,9 @@ def _finish(trainer: Retrainer, arch: Architecture, sources: Sources, config: Tr
     arch.save(out / ARCH_NAME)
     shape = (sources.in_channels, sources.input_size, sources.input_size)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": "dfnas-trained-network", "architecture": json.dumps(arch.to_dict())}
+    # One metadata key: safetensors writes several in a random (hash map) order, and the file's
+    # sha256 should depend on the weights alone.
+    metadata = {"dfnas": json.dumps({"format": "dfnas-trained-network", "architecture": arch.to_dict()})}
     atomic_write_bytes(out / WEIGHTS_NAME, safetensors_bytes(weights, metadata=metadata))
 
     last = trainer.history.epochs[-1]

@@ -24,7 +24,7 @@ from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts import DartsConfig
 from dfnas.nas.spaces.proxyless import ProxylessConfig
 from dfnas.nas.spaces.spos import SposConfig
-from dfnas.checkpoint import Checkpointer, rng_state, set_rng_state
+from dfnas.checkpoint import Checkpointer, differences, rng_state, set_rng_state
 from dfnas.nas.loss import LossConfig
 
 SPACE_PRESETS = ("tiny", "reference")
@@ -166,18 +166,6 @@ def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool
     lines = log_path.read_text().splitlines() if log_path.exists() else []
     final_record = json.loads(lines[-1]) if lines else {}
     return SearchOutcome(finished, end, strategy.architecture() if finished else None, final_record)
-
-
-def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the entries that differ between two nested dicts."""
-    changed = []
-    for key in sorted(set(saved) | set(current), key=str):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key}")
-    return changed
 
 
 def summarize(record: dict) -> str:

@@ -49,12 +49,10 @@ def _path_args(space: str, supernet: torch.nn.Module, config) -> tuple:
     return ()
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("space", list(CONFIGS))
-def test_supernet_forward_backward(benchmark, quick_mode_single_thread, space, layout):
+def build_step(space: str, layout: str, batch: int):
+    """The timed step of one (space, layout): a fresh supernet, input and targets from seed 0."""
     torch.manual_seed(0)
     config = CONFIGS[space]
-    batch = BATCH if benchmark.enabled else QUICK_BATCH
     supernet = get_space(space).build_supernet(config).train()
     x = torch.randn(batch, config.in_channels, config.input_size, config.input_size)
     target = torch.randint(0, config.num_classes, (batch,))
@@ -72,9 +70,41 @@ def test_supernet_forward_backward(benchmark, quick_mode_single_thread, space, l
         loss.backward()
         return loss.detach()
 
+    return step, supernet
+
+
+def parameter_grads(supernet: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in supernet.parameters() if p.grad is not None])
+
+
+def assert_same_step_as_nchw_fp32(space: str, layout: str, batch: int) -> None:
+    """Cross-check before timing: the layout's step computes the NCHW float32 step's loss (within
+    256 ulps of float32, or one ulp of bf16 under autocast; tests/tolerances.py) and, in float32,
+    its parameter gradients (norm-wise, 256 ulps). bf16 gradients are not compared: train-mode
+    BatchNorm over a few samples amplifies bf16 rounding to ~20-40 % of the gradient norm."""
+    # Each step right after its build: both then draw the same random numbers (SPOS's forward does).
+    reference_step, reference_net = build_step(space, "nchw_fp32", batch)
+    want = float(reference_step())
+    step, supernet = build_step(space, layout, batch)
+    got = float(step())
+    bf16 = layout.endswith("bf16")
+    tol = torch.finfo(torch.bfloat16).eps if bf16 else 256 * torch.finfo(torch.float32).eps
+    assert abs(got - want) <= tol * abs(want), f"{space} {layout}: loss {got} vs NCHW fp32 {want}"
+    grads, want_grads = parameter_grads(supernet), parameter_grads(reference_net)
+    assert grads.shape == want_grads.shape and torch.isfinite(grads).all()
+    if not bf16:
+        error = float(torch.linalg.vector_norm(grads - want_grads) / torch.linalg.vector_norm(want_grads))
+        assert error <= tol, f"{space} {layout}: parameter gradients differ from NCHW fp32 by {error:.3g} (norm-wise)"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("space", list(CONFIGS))
+def test_supernet_forward_backward(benchmark, quick_mode_single_thread, space, layout):
+    config = CONFIGS[space]
+    batch = BATCH if benchmark.enabled else QUICK_BATCH
+    assert_same_step_as_nchw_fp32(space, layout, batch)
+    step, supernet = build_step(space, layout, batch)
     benchmark.group = f"supernet fwd+bwd {space} batch {batch} {config.input_size}x{config.input_size}"
     benchmark.extra_info["threads"] = torch.get_num_threads()
     loss = benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
     assert torch.isfinite(loss)
-    grads = [p.grad for p in supernet.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)

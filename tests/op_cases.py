@@ -1,15 +1,10 @@
-"""Helpers shared by the op tests (CPU and GPU code): memory layouts, tolerances, random windows."""
+"""Helpers shared by the op tests (CPU and GPU code): memory layouts, random windows. The tolerance
+rule is in tolerances.py."""
 import torch
 
 LAYOUTS = ("contiguous", "channels_last", "permuted")
-
-# (atol, rtol) against the float64 reference.
-TOLERANCE = {
-    torch.float64: (1e-10, 1e-10),
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-}
+# Also a view that is dense in no order: every other column of a wider tensor.
+ALL_LAYOUTS = LAYOUTS + ("sliced",)
 
 
 def in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -20,6 +15,10 @@ def in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last)
     if layout == "permuted":  # H and W swapped in memory: neither NCHW- nor NHWC-dense
         return x.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "sliced":  # a strided view: x's values in every other column of a wider tensor
+        wide = x.new_zeros(*x.shape[:3], 2 * x.shape[3])
+        wide[..., ::2] = x
+        return wide[..., ::2]
     raise ValueError(layout)
 
 

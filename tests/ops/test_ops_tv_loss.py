@@ -3,7 +3,8 @@ import torch
 
 from dfnas import ops
 from dfnas.ops import reference
-from op_cases import LAYOUTS, TOLERANCE, in_layout
+from op_cases import LAYOUTS, in_layout
+from tolerances import assert_close
 
 schemas = ops.load()  # torch.ops.dfnas: the op schemas, called directly
 
@@ -22,15 +23,13 @@ def test_forward_and_backward_match_float64_reference(kind, shape, layout, dtype
     ref = reference.tv_loss(ref_x, kind)
     ref.backward()
 
-    atol, rtol = TOLERANCE[dtype]
     assert loss.shape == () and loss.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    torch.testing.assert_close(loss.double(), ref, atol=atol, rtol=rtol)
+    assert_close(loss, ref)
     assert x.grad.dtype == dtype
-    if kind == "l1" and dtype != torch.float64:
-        # sign(d) flips where rounding makes a difference cross 0; compare where |d| is clear of 0.
-        return
-    grad_scale = ref_x.grad.abs().max().item() + 1e-12
-    torch.testing.assert_close(x.grad.double(), ref_x.grad, atol=atol * grad_scale * 10, rtol=rtol * 10)
+    # Every case checks its gradient, l1 in low precision too (sign): the reference runs on the same
+    # rounded inputs and a float32 difference of two bf16/fp16/fp32 values has the exact sign, so
+    # sign(d) agrees; an early return here once let a sign-flipped l1 gradient pass.
+    assert_close(x.grad, ref_x.grad)
 
 
 @pytest.mark.parametrize("kind", ["l2", "l1"])

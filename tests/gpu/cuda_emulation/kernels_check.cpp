@@ -1,6 +1,7 @@
 // Runs the CUDA launchers (csrc/cuda/kernels/*.cu, compiled for the host against emulation.h)
 // on small tensors and compares them with plain double-precision loops. Prints "ok" and exits 0
 // when everything matches; prints each mismatch otherwise.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -37,7 +38,27 @@ template <> Dtype dtype_of<double>() { return Dtype::Float64; }
 template <> Dtype dtype_of<__half>() { return Dtype::Float16; }
 template <> Dtype dtype_of<__nv_bfloat16>() { return Dtype::BFloat16; }
 
-template <class T> double tolerance() { return sizeof(T) == 8 ? 1e-12 : sizeof(T) == 4 ? 1e-5 : 1e-2; }
+// The tolerance rule of tests/tolerances.py: a result stored as S, computed in A, may differ from
+// the double-precision loop by eps(S)|want| + 256 eps(A) max|want| + the subnormal spacing of S.
+template <class T> struct Limits;
+template <> struct Limits<double> { static constexpr double eps = 0x1p-52, subnormal = 0x1p-1074; };
+template <> struct Limits<float> { static constexpr double eps = 0x1p-23, subnormal = 0x1p-149; };
+template <> struct Limits<__half> { static constexpr double eps = 0x1p-10, subnormal = 0x1p-24; };
+template <> struct Limits<__nv_bfloat16> { static constexpr double eps = 0x1p-7, subnormal = 0x1p-133; };
+constexpr double kUlps = 256;
+
+// Every element of `got` (stored as S, computed in A) against `want` under the rule above.
+template <class S, class A>
+void expect_all_close(const std::vector<double>& got, const std::vector<double>& want, const char* what) {
+  double scale = 0;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double allowed = Limits<S>::eps * std::fabs(want[i]) + kUlps * Limits<A>::eps * scale + Limits<S>::subnormal;
+    if (!(std::fabs(got[i] - want[i]) <= allowed) && failures++ < 30) {
+      std::printf("FAIL %s [%zu]: got %.10g want %.10g (allowed %.3g)\n", what, i, got[i], want[i], allowed);
+    }
+  }
+}
 
 // Element (n, c, y, x) of a dense (N, C, H, W) tensor in either layout.
 struct Shape {
@@ -73,7 +94,7 @@ void check_bn(Shape s) {
 
   const double count = static_cast<double>(s.n * s.h * s.w);
   double dm2 = 0, dv2 = 0;
-  std::vector<double> want_mean(s.c);
+  std::vector<double> want_mean(s.c), want_var(s.c);
   for (int64_t c = 0; c < s.c; ++c) {
     double sum = 0, sq = 0;
     for (int64_t n = 0; n < s.n; ++n)
@@ -86,12 +107,13 @@ void check_bn(Shape s) {
           const double d = value_of(x[s.at(n, c, y, xx)]) - want_mean[c];
           sq += d * d;
         }
-    expect_close(mean[c], want_mean[c], tolerance<T>(), "bn mean", c);
-    expect_close(var[c], sq / count, tolerance<T>(), "bn var", c);
+    want_var[c] = sq / count;
     dm2 += (want_mean[c] - rm[c]) * (want_mean[c] - rm[c]);
     dv2 += (sq / count - rv[c]) * (sq / count - rv[c]);
   }
-  expect_close(loss, std::sqrt(dm2) + std::sqrt(dv2), tolerance<T>(), "bn loss");
+  expect_all_close<Op, Op>(std::vector<double>(mean.begin(), mean.end()), want_mean, "bn mean");
+  expect_all_close<Op, Op>(std::vector<double>(var.begin(), var.end()), want_var, "bn var");
+  expect_all_close<Op, Op>({double(loss)}, {std::sqrt(dm2) + std::sqrt(dv2)}, "bn loss");
 
   // Backward from the kernel's own (rounded) statistics, as autograd passes them.
   const Op grad_loss = static_cast<Op>(1.3);
@@ -107,13 +129,15 @@ void check_bn(Shape s) {
     var_norm += (double(var[c]) - rv[c]) * (double(var[c]) - rv[c]);
   }
   mean_norm = std::sqrt(mean_norm), var_norm = std::sqrt(var_norm);
+  std::vector<double> got_grad(s.numel()), want_grad(s.numel());
   for (int64_t i = 0; i < s.numel(); ++i) {
     const int64_t c = s.nhwc ? i % s.c : (i / (s.h * s.w)) % s.c;
     const double a_c = (double(mean[c]) - rm[c]) / (count * mean_norm);
     const double b_c = 2.0 * (double(var[c]) - rv[c]) / (count * var_norm);
-    const double want = 1.3 * (a_c + b_c * (value_of(x[i]) - double(mean[c])));
-    expect_close(value_of(grad[i]) * count, want * count, tolerance<T>(), "bn grad", i);
+    want_grad[i] = 1.3 * (a_c + b_c * (value_of(x[i]) - double(mean[c])));
+    got_grad[i] = value_of(grad[i]);
   }
+  expect_all_close<T, Op>(got_grad, want_grad, "bn grad");
 }
 
 template <class T>
@@ -141,8 +165,9 @@ void check_tv(Shape s, TvKind kind) {
         for (int64_t i = 0; i < extent_h[k]; ++i)
           for (int64_t j = 0; j < extent_w[k]; ++j)
             want_sums[k] += term(v(n, c, i + dy[k][0], j + dx[k][0]) - v(n, c, i + dy[k][1], j + dx[k][1]));
-  for (int k = 0; k < 4; ++k) expect_close(sums[k], want_sums[k], tolerance<T>(), "tv sum", k);
-  expect_close(loss, tv_loss_from_sums(kind, want_sums, counts), tolerance<T>(), "tv loss");
+  expect_all_close<double, Op>(std::vector<double>(sums, sums + 4), std::vector<double>(want_sums, want_sums + 4),
+                               "tv sum");  // double, accumulated in Op
+  expect_all_close<Op, Op>({double(loss)}, {tv_loss_from_sums(kind, want_sums, counts)}, "tv loss");
 
   const Op grad_loss = static_cast<Op>(0.7);
   std::vector<T> grad(s.numel());
@@ -163,7 +188,9 @@ void check_tv(Shape s, TvKind kind) {
             want[first] += g;
             want[second] -= g;
           }
-  for (int64_t i = 0; i < s.numel(); ++i) expect_close(value_of(grad[i]), want[i], tolerance<T>(), "tv grad", i);
+  std::vector<double> got_grad(s.numel());
+  for (int64_t i = 0; i < s.numel(); ++i) got_grad[i] = value_of(grad[i]);
+  expect_all_close<T, Op>(got_grad, want, "tv grad");
 }
 
 std::vector<int64_t> random_offsets(Shape s, int64_t h, int64_t w) {
@@ -250,6 +277,7 @@ int main() {
       check_tv<float>({2, 3, 5, 7, nhwc}, kind);
       check_tv<double>({1, 2, 2, 2, nhwc}, kind);
       check_tv<__half>({2, 2, 4, 3, nhwc}, kind);
+      check_tv<__nv_bfloat16>({2, 3, 5, 6, nhwc}, kind);
     }
     check_tv<float>({2, 3, 64, 70, nhwc}, TvKind::L2);  // several slices; grid-stride backward
     check_crop<float>({3, 4, 9, 11, nhwc}, 5, 6);       // NHWC: 16-byte packs of 4 channels

@@ -162,6 +162,9 @@ class Synthesizer:
         state = RegionState.from_noise((batch, *self.canvas_shape), generator, device, self.clamp_min, self.clamp_max)
         targets = targets.to(device)
         classes = target_classes(targets)
+        if cfg.iterations == 0:  # unoptimized noise: the stored soft labels are the teacher's on it
+            stats = self._unoptimized_stats(state.canvas, classes)
+            return to_uint8(state.canvas, self.info.mean, self.info.std).cpu(), stats
         max_offset = cfg.canvas - cfg.crop
         warmup = warmup_iterations(cfg.iterations, cfg.warmup_fraction)
         # On the CPU reading the loss is free; on a GPU it is a sync, so it waits for log points.
@@ -189,6 +192,16 @@ class Synthesizer:
                     progress(Progress(shard, round_index, done, cfg.iterations, losses, agreement))
         stats = RoundStats(bn_start=bn_start, bn_end=losses["bn"], agreement_end=agreement)
         return to_uint8(state.canvas, self.info.mean, self.info.std).cpu(), stats
+
+    @torch.no_grad()
+    def _unoptimized_stats(self, canvas: Tensor, classes: Tensor) -> RoundStats:
+        """BN loss and target agreement of the teacher on the center crop of an untouched canvas."""
+        x = center_crop(canvas, self.config.crop, self.config.crop)
+        with self.precision.autocast():
+            logits = self.model(self.precision.prepare_input(x))
+        bn = float(self.hooks.weighted_sum())
+        agreement = float((logits.argmax(1) == classes).float().mean())
+        return RoundStats(bn_start=bn, bn_end=bn, agreement_end=agreement)
 
     def synthesize_shard(self, index: int, progress: Callable[[Progress], None] | None = None) -> ShardImages:
         """Shard `index`: depends only on (config, seed, index), whatever ran before."""

@@ -60,9 +60,14 @@ def run(argv: list[str] | None) -> int:
              f"{resume_command(argv if argv is not None else sys.argv[1:])}")
         return 0
     arch = result.architecture
-    echo(f"architecture: {out}/architecture.json ({arch.derived['flops'] / 1e6:.4g} MFLOPs, "
-         f"{arch.derived['params'] / 1e6:.4g} M params); plots: {', '.join(str(p) for p in result.plots)}; "
-         f"{result.seconds:.1f} s")
+    for warning in result.warnings:
+        print(f"dfnas-search: warning: {warning}", file=sys.stderr)
+    metric = result.metrics.get("metric", "agreement")
+    score = result.metrics.get(metric, result.metrics.get("agreement"))
+    echo(f"plots: {', '.join(str(p) for p in result.plots)}")
+    quality = "" if score is None else f"; val {metric} {score:.3f}" + (" (see the warning)" if result.warnings else "")
+    echo(f"dfnas-search: {name} winner -> {out}/architecture.json ({arch.derived['flops'] / 1e6:.4g} MMACs, "
+         f"{arch.derived['params'] / 1e3:.1f}k params){quality}; {result.seconds:.0f} s")
     return 0
 
 

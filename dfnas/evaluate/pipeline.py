@@ -117,13 +117,13 @@ def run_pipeline(config: PipelineConfig, out: str | Path, tables: dict | None = 
         data_summary = _synthesize(settings.synth, out / "data", reporting)
         seconds["synth"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        arch, search_record = _search(config.strategy, settings, out / "data", out / "search", reporting)
+        arch, search_record, search_warnings = _search(config.strategy, settings, out / "data", out / "search", reporting)
         seconds["search"] = time.perf_counter() - clock
         clock = time.perf_counter()
         train_result = _train(settings.train, out / "search" / "architecture.json", out / "train", reporting)
         seconds["train"] = time.perf_counter() - clock
         summary = {"config": dataclasses.asdict(config), "seconds": {**seconds, "total": time.perf_counter() - started},
-                   "data": data_summary, "search": {"strategy": config.strategy, "final_record": search_record,
+                   "data": data_summary, "search": {"strategy": config.strategy, "final_record": search_record, "warnings": search_warnings,
                                                     "architecture": arch.to_dict()},
                    "student": train_result}
         verdict = verdict_of(train_result)
@@ -144,19 +144,21 @@ def _synthesize(config: SynthConfig, out: Path, reporting: Reporting) -> dict:
 
 
 def _search(strategy: str, settings: StageSettings, data: Path, out: Path,
-            reporting: Reporting) -> tuple[Architecture, dict]:
+            reporting: Reporting) -> tuple[Architecture, dict, list[str]]:
     echo = reporting.echo
     arch_path = out / "architecture.json"
     if arch_path.exists():
         echo(f"[2/3] search: reusing {arch_path}")
         lines = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
-        return Architecture.load(arch_path), (json.loads(lines[-1]) if lines else {})
+        return Architecture.load(arch_path), (json.loads(lines[-1]) if lines else {}), []
     resume = (out / "checkpoint.pt").exists()
     echo(f"[2/3] search: {strategy} ({settings.search_options.preset} preset) on {data} -> {out}"
          + (" (resuming)" if resume else ""))
     result = search(strategy, settings.search, str(data), out, settings.search_options, resume=resume,
                     progress_bar=reporting.search_bars, echo=echo)
-    return result.architecture, result.final_record
+    for warning in result.warnings:
+        echo(f"warning: {warning}")
+    return result.architecture, result.final_record, result.warnings
 
 
 def _train(config: TrainConfig, arch_path: Path, out: Path, reporting: Reporting) -> dict:
@@ -206,6 +208,7 @@ def render_report(summary: dict, out: Path) -> str:
         "", "## Search (`search/`)", "",
         f"- Strategy {searched['strategy']}; winner: {derived['flops'] / 1e6:.3g} MMACs, "
         f"{derived['params'] / 1e3:.1f}k parameters (`search/architecture.json`).",
+        "- Warnings: " + ("; ".join(searched.get("warnings", [])) or "none") + ".",
         "- Last log record: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in record.items()) + ".",
         "", "## The winner, distilled from the teacher on the synthetic data (`train/`)", "",

@@ -24,6 +24,7 @@ from dfnas.files import atomic_write_json, exclusive_directory, remove_leftover_
 from dfnas.nas.arch import Architecture
 from dfnas.nas.search_data import SearchData, check_data_spec, load_search_data
 from dfnas.nas.strategies import STRATEGIES, run_search
+from dfnas.nas.strategies.health import search_health
 from dfnas.nas.tuning import select_precision, select_threads
 
 PRESETS = ("tiny", "reference")
@@ -73,6 +74,8 @@ class SearchResult:
     final_record: dict
     plots: list[Path]
     seconds: float
+    metrics: dict  # the strategy's final_metrics(): the winner's or supernet's score, arch entropy
+    warnings: list[str]  # search_health: near chance, architecture weights that never moved
 
 
 def search(name: str, config: Any, data_spec: str, out: str | Path, options: RunOptions = RunOptions(),
@@ -108,6 +111,8 @@ def search(name: str, config: Any, data_spec: str, out: str | Path, options: Run
                 torch.set_num_threads(int(saved["run_config"]["threads"]))
         else:
             strategy, precision, timings = _measured_setup(strategy_type, config, data, device, options)
+        for notice in getattr(strategy, "notices", []):
+            echo(f"notice: {notice}")
         echo(f"precision: {precision.name}, {torch.get_num_threads()} threads"
              + (f" (measured step seconds: {json.dumps({k: round(v, 4) for k, v in timings.items()})})"
                 if timings else ""))
@@ -124,7 +129,8 @@ def search(name: str, config: Any, data_spec: str, out: str | Path, options: Run
             outcome.architecture.save(out / "architecture.json")
             plots = strategy.plot(out)
         return SearchResult(outcome.finished, outcome.next_unit, strategy.num_units, strategy.unit_name,
-                            outcome.architecture, outcome.final_record, plots, time.perf_counter() - started)
+                            outcome.architecture, outcome.final_record, plots, time.perf_counter() - started,
+                            strategy.final_metrics(), search_health(strategy) if outcome.finished else [])
 
 
 def _data_record(data: SearchData, options: RunOptions) -> dict:

@@ -107,6 +107,8 @@ def test_the_printed_resume_command_continues_the_run(tmp_path, capsys):
     assert command[0] == "dfnas-search"
     code, out, _ = _run(capsys, command[1:])
     assert code == 0 and (tmp_path / "run" / "architecture.json").exists()
+    final = out.strip().splitlines()[-1]  # says what was found and how good it is, in one metric name
+    assert final.startswith("dfnas-search: spos winner -> ") and "val agreement 0." in final
 
 
 @pytest.mark.parametrize("content, message", [

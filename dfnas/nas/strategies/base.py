@@ -44,7 +44,8 @@ class SearchConfig:
     hard_weight: float = option(0.0, "weight w of hard-label CE: (1-w) KL + w CE", min=0, max=1)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy terms", min=0, max=0.999)
     grad_clip: float = option(5.0, "clip the weights' gradient norm to this (0 = off)", min=0)
-    steps_per_epoch: int = option(0, "cap on the steps of one epoch (0 = every batch of the split)", min=0)
+    steps_per_epoch: int = option(0, "steps of one epoch; the batch streams wrap around a smaller split, so a preset "
+                                     "does the same work on 900 images as on 4,000 (0 = one pass)", min=0)
 
     def loss(self) -> LossConfig:
         return LossConfig(self.temperature, self.t2_factor, self.hard_weight, self.label_smoothing)
@@ -56,8 +57,8 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
     def epoch_steps(self, batches: int) -> int:
-        """Steps of one epoch over `batches` full batches (capped by `steps_per_epoch`)."""
-        return min(batches, self.steps_per_epoch) if self.steps_per_epoch else batches
+        """`steps_per_epoch` when set (the streams wrap around), else one pass over `batches`."""
+        return self.steps_per_epoch or batches
 
 
 def space_config(space: str, preset: str, data: SearchData) -> Any:

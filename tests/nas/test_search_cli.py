@@ -43,7 +43,7 @@ def test_impossible_flops_limits(tmp_path, capsys):
 
 def test_bad_settings(tmp_path, capsys):
     root = write_tiny_dataset(tmp_path / "ds", count=40, num_classes=4)
-    assert "order must be 1 or 2" in _error(capsys, ["darts", "--data", str(root), "--order", "3", *FAST])
+    assert "invalid choice: 3" in _error(capsys, ["darts", "--data", str(root), "--order", "3", *FAST])
     toml = tmp_path / "bad.toml"
     toml.write_text("populaton = 3\n")
     assert "unknown setting 'populaton'" in _error(capsys, ["spos", "--data", str(root), "--config", str(toml), *FAST])

@@ -36,6 +36,8 @@ def _one_line(err: str) -> str:
     (["--stop-after", "-1"], "stop_after must be >= 1"),
     (["--epochs", "0"], "epochs must be >= 1"),
     (["--threads", "two"], "threads must be a positive number"),
+    (["--calib-batches", "0"], "calib_batches must be >= 1"),
+    (["--evolution-mutation-prob", "1.5"], "evolution.mutation_prob must be <= 1"),
 ])
 def test_non_finite_and_out_of_range_settings_are_refused(tmp_path, capsys, flags, message):
     root = write_tiny_dataset(tmp_path / "ds", count=40, num_classes=4)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from dfnas.config import option
 from dfnas.nas.arch import Architecture, make_architecture
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts_ops import PRIMITIVES
@@ -39,23 +40,25 @@ SKIP_WARNING = 2
 
 @dataclass
 class DartsSearchConfig(SearchConfig):
-    order: int = 1
-    lr: float = 0.025
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arch_lr: float = 3e-4
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = 1e-3
-    arch_fraction: float = 0.5
-    warmup_epochs: int = 0
-    hvp_scale: float = 0.01
-    calib_batches: int = 10  # BN recalibration before each epoch's val report (not in the reference)
+    order: int = option(1, "1: first-order DARTS; 2: unrolled (finite-difference Hessian-vector product)",
+                      choices=(1, 2))
+    lr: float = option(0.025, "SGD learning rate of the weights (cosine decay to lr_min)", above=0)
+    lr_min: float = option(0.001, "final learning rate of the weights' cosine schedule", min=0)
+    momentum: float = option(0.9, "SGD momentum of the weights", min=0, max=0.9999)
+    weight_decay: float = option(3e-4, "weight decay of the weights", min=0)
+    arch_lr: float = option(3e-4, "Adam learning rate of the architecture weights (alphas)", above=0)
+    arch_betas: tuple[float, float] = option((0.5, 0.999), "Adam betas of the alphas", min=0, max=0.9999)
+    arch_weight_decay: float = option(1e-3, "weight decay of the alphas", min=0)
+    arch_fraction: float = option(0.5, "fraction of the training split that drives the alpha steps (the rest trains the weights)",
+                                above=0, max=0.9)
+    warmup_epochs: int = option(0, "epochs of weight training before the alphas are updated", min=0)
+    hvp_scale: float = option(0.01, "second order: finite-difference step of the Hessian-vector product, relative to the weights' norm",
+                            above=0)
+    calib_batches: int = option(10, "batches that recalibrate BN before each epoch's val report (not in the reference)",
+                              min=1)
 
     def check(self) -> None:
         super().check()
-        if self.order not in (1, 2):
-            raise ValueError(f"DARTS order must be 1 or 2, got {self.order}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must be in 0..epochs ({self.epochs}), got {self.warmup_epochs}")
 

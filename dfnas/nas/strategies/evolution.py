@@ -14,27 +14,25 @@ from typing import Callable
 
 import torch
 
+from dfnas.config import option
+
 Path = tuple[int, ...]
 
 
 @dataclass
 class EvolutionConfig:
-    population: int = 50
-    top_k: int = 10
-    generations: int = 20
-    mutations: int = 25
-    crossovers: int = 25
-    mutation_prob: float = 0.1
+    population: int = option(50, "evolution: candidates per generation", min=1)
+    top_k: int = option(10, "evolution: parents kept from each generation", min=1)
+    generations: int = option(20, "evolution: generations", min=1)
+    mutations: int = option(25, "evolution: children made by mutation per generation", min=0)
+    crossovers: int = option(25, "evolution: children made by crossover per generation", min=0)
+    mutation_prob: float = option(0.1, "evolution: probability that a mutation changes each choice", min=0, max=1)
 
     def check(self) -> None:
-        if self.population < 1 or self.generations < 1:
-            raise ValueError("population and generations must be >= 1")
         if not 1 <= self.top_k <= self.population:
             raise ValueError(f"top_k must be in 1..population ({self.population}), got {self.top_k}")
         if self.mutations + self.crossovers > self.population:
             raise ValueError("mutations + crossovers must not exceed the population")
-        if not 0.0 <= self.mutation_prob <= 1.0:
-            raise ValueError(f"mutation_prob must be in [0, 1], got {self.mutation_prob}")
 
 
 @dataclass(frozen=True)

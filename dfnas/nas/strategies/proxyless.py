@@ -51,46 +51,42 @@ HW_METRICS = ("flops", "latency")
 @dataclass
 class ProxylessSearchConfig(SearchConfig):
     epochs: int = option(120, "supernet training epochs", min=1, max=100000)
-    warmup_epochs: int = 40
+    warmup_epochs: int = option(40, "epochs of weight training before the architecture is updated", min=0)
     batch_size: int = option(256, "training batch size", min=1, max=65536)
-    lr: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
+    lr: float = option(0.025, "SGD learning rate of the weights (cosine schedule)", above=0)
+    momentum: float = option(0.9, "SGD momentum of the weights", min=0, max=0.9999)
+    weight_decay: float = option(4e-5, "weight decay of the weights", min=0)
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy terms", min=0, max=0.999)
     grad_clip: float = option(0.0, "clip the weights' gradient norm to this (0 = off; the reference does not clip)",
                               min=0)
-    arch_lr: float = 1e-3
-    arch_betas: tuple[float, float] = (0.0, 0.999)
-    arch_eps: float = 1e-8
-    arch_every: int = 5
-    arch_fraction: float = 0.5
-    gate_mode: str = "full_v2"
-    arch_update: str = "gradient"
-    regularizer: str = "mul#log"
-    hw_metric: str = "flops"
-    target: float | None = None
-    latency_table: str | None = None
-    reg_alpha: float = 0.2
-    reg_beta: float = 0.3
-    reg_lambda: float = 0.1
-    rl_samples: int = 10
-    rl_exponent: float = 0.1
-    baseline_momentum: float = 0.99
-    calib_batches: int = 10
-    calib_batch_size: int = 128
+    arch_lr: float = option(1e-3, "Adam learning rate of the architecture parameters", above=0)
+    arch_betas: tuple[float, float] = option((0.0, 0.999), "Adam betas of the architecture parameters", min=0,
+                                             max=0.9999)
+    arch_eps: float = option(1e-8, "Adam epsilon of the architecture parameters", above=0)
+    arch_every: int = option(5, "one architecture step every N weight steps", min=1)
+    arch_fraction: float = option(0.5, "fraction of the training split that drives the architecture steps",
+                                above=0, max=0.9)
+    gate_mode: str = option("full_v2", "binary gates: full_v2 (all paths' gradients) or two (two sampled paths)",
+                          choices=GATE_MODES)
+    arch_update: str = option("gradient", "architecture update: gradient (binary gates) or reinforce",
+                            choices=ARCH_UPDATES)
+    regularizer: str = option("mul#log", "cost loss: mul#log, add#linear or none", choices=REGULARIZERS)
+    hw_metric: str = option("flops", "cost: flops (MFLOPs) or latency (ms, from a table)", choices=HW_METRICS)
+    target: float | None = option(None, "cost target T (not set: halfway between the space's extremes)", above=0)
+    latency_table: str | None = option(None, "latency table JSON (not set: measured on this device)")
+    reg_alpha: float = option(0.2, "mul#log regularizer: alpha", min=0)
+    reg_beta: float = option(0.3, "mul#log regularizer: beta", min=0)
+    reg_lambda: float = option(0.1, "add#linear regularizer: lambda", min=0)
+    rl_samples: int = option(10, "REINFORCE: sampled architectures per update", min=1)
+    rl_exponent: float = option(0.1, "REINFORCE: exponent of the cost in the reward", min=0)
+    baseline_momentum: float = option(0.99, "REINFORCE: momentum of the reward baseline", min=0, max=0.9999)
+    calib_batches: int = option(10, "batches that recalibrate BN before each val report", min=1)
+    calib_batch_size: int = option(128, "batch size of the BN recalibration", min=1)
 
     def check(self) -> None:
         super().check()
-        for name, allowed in (("gate_mode", GATE_MODES), ("arch_update", ARCH_UPDATES),
-                              ("regularizer", REGULARIZERS), ("hw_metric", HW_METRICS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must be in 0..epochs ({self.epochs}), got {self.warmup_epochs}")
-        if self.arch_every < 1 or self.rl_samples < 1:
-            raise ValueError("arch_every and rl_samples must be >= 1")
-        if self.target is not None and self.target <= 0:
-            raise ValueError(f"target must be > 0, got {self.target}")
 
 
 # Under a minute on one CPU core: 600 weight steps of 64 (100 of them warm-up) and an

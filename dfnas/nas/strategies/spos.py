@@ -41,25 +41,25 @@ SUPERNET_PROBES = 2  # fixed random paths evaluated after every supernet epoch (
 class SposSearchConfig(SearchConfig):
     epochs: int = option(120, "supernet training epochs", min=1, max=100000)
     batch_size: int = option(1024, "training batch size", min=1, max=65536)
-    lr: float = 0.5
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
+    lr: float = option(0.5, "SGD learning rate of the supernet (linear decay to 0)", above=0)
+    momentum: float = option(0.9, "SGD momentum", min=0, max=0.9999)
+    weight_decay: float = option(4e-5, "weight decay", min=0)
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy terms", min=0, max=0.999)
     grad_clip: float = option(0.0, "clip the weights' gradient norm to this (0 = off; the reference does not clip)",
                               min=0)
-    train_flops_range: tuple[float, float] | None = None
-    flops_limit: float | None = None
+    train_flops_range: tuple[float, float] | None = option(None, "sample supernet training paths within MIN MAX MFLOPs (not set: any path)",
+                                                         min=0)
+    flops_limit: float | None = option(None, "evolution: largest MFLOPs of a candidate (not set: no limit)", above=0)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
-    calib_batches: int = 200
-    calib_batch_size: int = 128
-    val_batch_size: int = 200
-    fitness: str = "agreement"
+    calib_batches: int = option(200, "batches that recalibrate BN of each candidate before it is scored", min=1)
+    calib_batch_size: int = option(128, "batch size of the BN recalibration", min=1)
+    val_batch_size: int = option(200, "batch size of the candidates' val scoring", min=1)
+    fitness: str = option("agreement", "what evolution maximizes: agreement (top-1 vs the teacher or labels) or -KL",
+                        choices=FITNESS_METRICS)
 
     def check(self) -> None:
         super().check()
         self.evolution.check()
-        if self.fitness not in FITNESS_METRICS:
-            raise ValueError(f"fitness must be one of {FITNESS_METRICS}, got {self.fitness!r}")
         if self.train_flops_range is not None and self.train_flops_range[0] > self.train_flops_range[1]:
             raise ValueError(f"train_flops_range {self.train_flops_range} is empty (min > max)")
 

@@ -273,5 +273,6 @@ def run_main(prog: str, body: Callable[[list[str] | None], int], argv: list[str]
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(f"{prog}: interrupted; rerun the same command to continue (with --resume where it has one)",
+              file=sys.stderr)
         return 130

@@ -46,9 +46,10 @@ class PipelineConfig:
     strategy: str = option("spos", "search strategy", choices=tuple(STRATEGIES))
     preset: str = option("tiny", "search preset: tiny (minutes on a CPU) or reference (published sizes)",
                          choices=PRESETS)
-    num_images: int = option(1024, "synthetic images to make", min=2, max=10**8)
+    num_images: int = option(2048, "synthetic images to make (the dfnas-synth default)", min=2, max=10**8)
     iterations: int = option(200, "synthesis optimizer steps per batch and round", min=1, max=10**7)
-    train_steps: int = option(600, "optimizer steps of the winner's distillation", min=1, max=10**8)
+    # 1500, not dfnas-train's 600: distillation from synthetic data keeps gaining (docs/results.md, "dfnas-run")
+    train_steps: int = option(1500, "optimizer steps of the winner's distillation", min=1, max=10**8)
     seed: int = option(0, "random seed of every stage", min=0, max=2**31 - 1)
     device: str = option("auto", DEVICE_HELP)
 

@@ -26,7 +26,7 @@ class SynthConfig:
 
     teacher: str = option("default", "teacher spec: 'default' (the bundled digit teacher), 'pkg.module:factory' or 'timm:<name>'")
     weights: str | None = option(None, "weights file for the teacher (safetensors or a plain state dict)")
-    num_images: int = option(1024, "images to synthesize in total (all rounds together)", min=1, max=MAX_IMAGES)
+    num_images: int = option(2048, "images to synthesize in total (all rounds together)", min=1, max=MAX_IMAGES)
     batch_size: int = option(64, "images optimized together; one shard holds one batch through all rounds", min=1, max=65536)
     iterations: int = option(200, "optimizer steps per batch and round (0: unoptimized noise labelled by the teacher)",
                             min=0, max=10**7)

@@ -201,7 +201,7 @@ def render_report(summary: dict, out: Path) -> str:
         "# dfnas-run report", "",
         f"**Verdict:** {summary['verdict']}.", "",
         f"Total {seconds['total']:.0f} s (synthesis {seconds['synth']:.0f} s, search {seconds['search']:.0f} s, "
-        f"distillation {seconds['train']:.0f} s; 0 s means the stage was reused from disk).", "",
+        f"distillation {seconds['train']:.0f} s; a stage reused from disk takes seconds).", "",
         "## Synthetic data (`data/`)", "",
         f"- {data['num_images']} images; the teacher assigns {data['agreement_with_targets']:.1%} of them to their "
         f"target class, mean confidence {data['mean_teacher_confidence']:.3f}.",

@@ -32,24 +32,23 @@ def _constant(values: np.ndarray) -> bool:
     return values.size < 2 or bool(np.all(values == values[0]))
 
 
-def spearman(x, y) -> float:
-    """Spearman's rho (scipy.stats.spearmanr); NaN for fewer than 2 points or a constant list."""
+def _rank_statistic(test, x, y) -> float:
     x, y = _pair(x, y)
     if _constant(x) or _constant(y):
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(stats.spearmanr(x, y).statistic)
+        return float(test(x, y).statistic)
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho (scipy.stats.spearmanr); NaN for fewer than 2 points or a constant list."""
+    return _rank_statistic(stats.spearmanr, x, y)
 
 
 def kendall(x, y) -> float:
     """Kendall's tau-b (scipy.stats.kendalltau); NaN for fewer than 2 points or a constant list."""
-    x, y = _pair(x, y)
-    if _constant(x) or _constant(y):
-        return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.kendalltau(x, y).statistic)
+    return _rank_statistic(stats.kendalltau, x, y)
 
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

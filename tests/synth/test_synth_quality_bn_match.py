@@ -24,17 +24,23 @@ def stored_bn_loss(synth: Synthesizer, images: torch.Tensor) -> float:
     return float(synth.hooks.weighted_sum())
 
 
-def test_default_weights_match_bn_statistics_of_stored_images(default_teacher_spec):
+def _one_shard(teacher_spec: str, **overrides):
+    """One 20-image, one-round shard at the shipped defaults (plus `overrides`) and its stored
+    images' weighted BN loss."""
     from dfnas.teachers import load_teacher
 
-    # Everything but the size is the shipped default (weights, lr, schedule, iterations).
-    config = SynthConfig(num_images=20, batch_size=20, rounds=1, device="cpu")
-    synth = Synthesizer(load_teacher(default_teacher_spec), config)
+    config = SynthConfig(num_images=20, batch_size=20, rounds=1, device="cpu", **overrides)
+    synth = Synthesizer(load_teacher(teacher_spec), config)
     try:
         shard = synth.synthesize_shard(0)
-        bn = stored_bn_loss(synth, shard.images)
+        return shard, stored_bn_loss(synth, shard.images)
     finally:
         synth.close()
+
+
+def test_default_weights_match_bn_statistics_of_stored_images(default_teacher_spec):
+    # Everything but the size is the shipped default (weights, lr, schedule, iterations).
+    shard, bn = _one_shard(default_teacher_spec)
     correct = int((shard.soft_labels.argmax(dim=1) == shard.targets).sum())
     assert correct >= 0.85 * len(shard.targets), f"{correct}/{len(shard.targets)} classified as their target"
     # r_feature 0.01 (old default): 7.1; 0.1: 2.6; 3.0 (new default): 1.1.
@@ -43,13 +49,5 @@ def test_default_weights_match_bn_statistics_of_stored_images(default_teacher_sp
 
 def test_reference_weight_leaves_bn_statistics_unmatched(default_teacher_spec):
     """The contrast the first test relies on: the reference weight (0.01) does not match them."""
-    from dfnas.teachers import load_teacher
-
-    config = SynthConfig(num_images=20, batch_size=20, rounds=1, device="cpu", r_feature=0.01)
-    synth = Synthesizer(load_teacher(default_teacher_spec), config)
-    try:
-        shard = synth.synthesize_shard(0)
-        bn = stored_bn_loss(synth, shard.images)
-    finally:
-        synth.close()
+    _, bn = _one_shard(default_teacher_spec, r_feature=0.01)
     assert bn > 4.0, f"r_feature 0.01 gave weighted BN loss {bn:.2f}; the default test's threshold is no contrast"

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ from dfnas.data.images import Batch, ImageSet
 from dfnas.evaluate.config import TrainConfig
 from dfnas.files import sha256_file
 from dfnas.nas.arch import Architecture
-from dfnas.nas.search_data import MNIST, load_search_data
+from dfnas.nas.search_data import MNIST, SearchData, load_search_data
 
 DIGIT_NAMES = mnist.CLASS_NAMES
 
@@ -131,18 +131,7 @@ def load_sources(config: TrainConfig, arch: Architecture, device: torch.device) 
     if val is not None and labels is not None:
         val = labels.relabel(val)
 
-    test, test_note = None, None
-    digit_shaped = (data.num_classes == len(DIGIT_NAMES) and tuple(class_names) == DIGIT_NAMES
-                    and data.in_channels == mnist.IN_CHANNELS and data.input_size == mnist.IMAGE_SIZE[0])
-    if kind == "mnist":
-        test = data.val
-    elif digit_shaped:
-        real = load_search_data(MNIST, device).val
-        test = dataclasses.replace(real, mean=tuple(train.mean), std=tuple(train.std))
-    else:
-        test_note = (f"no real test set: the data has {data.num_classes} classes of {data.in_channels}x"
-                     f"{data.input_size}x{data.input_size} images, not the 10 MNIST digits; only the synthetic "
-                     f"val agreement is reported")
+    test, test_note = (data.val, None) if kind == "mnist" else real_test_set(data, class_names, device)
 
     if online is not None:
         reference = TeacherRecord(config.teacher, config.weights, "--teacher", online.info.name, online.info.sha256,
@@ -154,6 +143,18 @@ def load_sources(config: TrainConfig, arch: Architecture, device: torch.device) 
     description = _describe(config.data, kind, manifest, data, val)
     return Sources(train, val, test, test_note, data.num_classes, data.in_channels, data.input_size, kind,
                    description, labels, reference)
+
+
+def real_test_set(data: SearchData, class_names: Sequence[str], device: torch.device) -> tuple[ImageSet | None, str | None]:
+    """The real held-out digits, normalized as `data` is, when `data` is digit-shaped (10 classes
+    named 0..9, 1x28x28); otherwise None and the reason."""
+    if (data.num_classes == len(DIGIT_NAMES) and tuple(class_names) == DIGIT_NAMES
+            and data.in_channels == mnist.IN_CHANNELS and data.input_size == mnist.IMAGE_SIZE[0]):
+        real = load_search_data(MNIST, device).val
+        return dataclasses.replace(real, mean=tuple(data.train.mean), std=tuple(data.train.std)), None
+    return None, (f"no real test set: the data has {data.num_classes} classes of {data.in_channels}x"
+                  f"{data.input_size}x{data.input_size} images, not the 10 MNIST digits; only the synthetic "
+                  f"val agreement is reported")
 
 
 def _check_fits(arch: Architecture, num_classes: int, channels: int, size: int, what: str) -> None:

@@ -91,7 +91,7 @@ def _factory(spec: str, weights: str | os.PathLike | None, overrides: dict[str, 
     metadata = _metadata_for(path, spec, overrides)
     module_name, factory_name = spec.split(":")
     try:
-        factory = getattr(_import_from_working_directory(module_name), factory_name)
+        factory = getattr(import_from_working_directory(module_name), factory_name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot import the factory of teacher spec {spec!r}: {meta.first_line(error)}") from None
     model = _build(factory, spec, metadata.get("factory_kwargs", {}))
@@ -99,7 +99,7 @@ def _factory(spec: str, weights: str | os.PathLike | None, overrides: dict[str, 
     return model, sha256_file(path), metadata
 
 
-def _import_from_working_directory(module_name: str):
+def import_from_working_directory(module_name: str):
     """Import `module_name` as `python -m` would: the working directory first on the path, so
     `--teacher mymodel:build` finds ./mymodel.py without setting PYTHONPATH."""
     cwd = os.getcwd()

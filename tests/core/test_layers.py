@@ -1,4 +1,4 @@
-"""Layers import only downward: base <- ops <- data <- teachers / synth / nas <- evaluate <- cli."""
+"""Layers import only downward: base <- ops <- data <- teachers / synth / nas <- evaluate / prune <- cli."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,7 @@ import dfnas
 
 PACKAGE = Path(dfnas.__file__).resolve().parent
 BASE = {"config", "device", "files", "checkpoint"}  # shared helpers: importable by every layer
-LAYER = {"ops": 1, "data": 2, "teachers": 3, "synth": 3, "nas": 3, "evaluate": 4, "cli": 5}
+LAYER = {"ops": 1, "data": 2, "teachers": 3, "synth": 3, "nas": 3, "evaluate": 4, "prune": 4, "cli": 5}
 
 
 def _layer(parts: list[str]) -> int | None:

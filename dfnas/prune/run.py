@@ -1,0 +1,290 @@
+"""`prune_teacher`: the whole of `dfnas-prune` as a library call.
+
+    teacher + its synthetic set
+      -> ChannelSpace (prunable groups, channel ranking)        dfnas.prune.channels
+      -> ratio evolution under the MACs budget, candidates
+         scored after BN recalibration on synthetic images      dfnas.prune.search, .score
+      -> the best candidate (and the uniform pruning at the same
+         budget) distilled from the teacher on the synthetic set
+      -> pruned.safetensors + pruned.json (a loadable teacher spec), ratios.json, candidates.json,
+         accuracy_vs_macs.png, result.json (written last)
+
+Everything the user gave is checked before the output directory is created. The search saves its
+state after every generation (`search.pt`) and each distillation after every epoch, so `--resume`
+after a kill continues and ends where an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from dfnas.checkpoint import Checkpointer, differences
+from dfnas.config import UsageError
+from dfnas.device import Precision, resolve_device
+from dfnas.evaluate.config import TrainConfig
+from dfnas.evaluate.evaluate import accuracy, cpu_latency, size_of
+from dfnas.evaluate.retrain import CHECKPOINT_NAME, Progress, Retrainer
+from dfnas.evaluate.sources import Sources, TeacherLabels, real_test_set
+from dfnas.files import atomic_write_bytes, atomic_write_json, exclusive_directory, remove_leftover_temporaries
+from dfnas.prune.channels import ChannelSpace
+from dfnas.prune.config import PruneConfig
+from dfnas.prune.plots import accuracy_vs_macs
+from dfnas.prune.score import CandidateScorer
+from dfnas.prune.search import Budget, RatioEvolution, uniform_ratio
+
+RESULT_NAME = "result.json"
+SEARCH_STATE = "search.pt"
+PLOT_NAME = "accuracy_vs_macs.png"
+FACTORY = "dfnas.prune.pruned:build"
+STATE_VERSION = 1
+GOOD_GAP = 0.01  # the issue's aim: within 1 point of the teacher's real accuracy
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    result: dict
+    out: Path
+
+    def summary(self) -> str:
+        r = self.result
+        searched = r["networks"]["searched"]
+        line = (f"pruned to {searched['macs'] / 1e6:.3g} MMACs ({searched['macs'] / r['teacher']['macs']:.0%} of the "
+                f"teacher's), {searched['params'] / 1e3:.0f}k params")
+        if searched["test_accuracy"] is not None:
+            line += f": test accuracy {searched['test_accuracy']:.3f} (teacher {r['teacher']['test_accuracy']:.3f}"
+            uniform = r["networks"].get("uniform")
+            if uniform is not None:
+                line += f", uniform pruning {uniform['test_accuracy']:.3f}"
+            line += ")"
+        else:
+            line += f": synthetic val agreement {searched['val_agreement']:.3f}"
+        return f"{line}; {r['verdict']} -> {self.out / 'pruned.safetensors'}"
+
+
+def base_factory(spec: str, weights: str | None) -> tuple[str, dict]:
+    """The factory that builds the unpruned teacher and its keyword arguments, so a pruned copy
+    can be rebuilt by `dfnas.prune.pruned.build`; TorchScript and timm teachers are refused."""
+    from dfnas.teachers import metadata
+    from dfnas.teachers.loader import BUNDLED_METADATA
+
+    if spec == "default":
+        bundled = json.loads(BUNDLED_METADATA.read_text())
+        sidecar = {} if weights is None else metadata.read_metadata_file(metadata.sidecar_path(Path(weights)))
+        return bundled["factory"], sidecar.get("factory_kwargs", bundled["factory_kwargs"])
+    if ":" in spec and not spec.startswith("timm:") and not Path(spec).exists():
+        sidecar = metadata.read_metadata_file(metadata.sidecar_path(Path(weights))) if weights else {}
+        return spec, sidecar.get("factory_kwargs", {})
+    raise UsageError(f"--teacher {spec!r}: dfnas-prune needs 'default' or a 'pkg.module:factory' teacher "
+                     f"(a TorchScript or timm model cannot be rebuilt at a pruned shape)")
+
+
+def _load_teacher(config: PruneConfig, device: torch.device):
+    from dfnas.teachers import load_teacher
+
+    try:
+        return load_teacher(config.teacher, config.weights, device=device)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(f"--teacher {config.teacher!r}: {error}") from None
+
+
+def _load_data(config: PruneConfig, teacher, device: torch.device):
+    from dfnas.data.synthetic import read_manifest
+    from dfnas.nas.search_data import MNIST, DataError, load_search_data
+
+    if config.data == MNIST:
+        raise UsageError("--data must be the teacher's synthetic dataset (dfnas-synth); dfnas-prune uses no real data")
+    try:
+        data = load_search_data(config.data, device, config.val_fraction)
+        manifest = read_manifest(config.data)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if manifest.teacher.sha256 != teacher.info.sha256:
+        raise UsageError(f"--data {config.data} was synthesized from teacher {manifest.teacher.name!r} "
+                         f"(sha256 {manifest.teacher.sha256[:12]}), not from --teacher {config.teacher!r}")
+    return data, manifest
+
+
+def _budget(config: PruneConfig, space: ChannelSpace, grid: tuple[float, ...]) -> Budget:
+    target = config.target_macs if config.target_macs is not None else config.ratio * space.teacher_macs
+    if target >= space.teacher_macs:
+        raise UsageError(f"the budget {target:.0f} MACs is not below the teacher's {space.teacher_macs} MACs; "
+                         f"nothing to prune")
+    smallest = space.macs(space.keep_counts([grid[0]] * len(space)))
+    if smallest > target:
+        raise UsageError(f"the budget {target:.0f} MACs is unreachable: the smallest network of the ratio grid "
+                         f"(every layer at {grid[0]}) needs {smallest}")
+    return Budget(low=(1 - config.band) * target, high=target)
+
+
+def _check_output(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    started = (out / SEARCH_STATE).exists() or (out / RESULT_NAME).exists()
+    if resume and not started:
+        raise UsageError(f"--resume: {out} holds no dfnas-prune run to continue; run without --resume")
+    if not resume and started:
+        raise UsageError(f"{out} already holds a dfnas-prune run; pass --resume to continue it or choose another --out")
+
+
+def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
+                  on_generation: Callable[[int, int, dict], None] = lambda index, total, best: None,
+                  train_progress: Callable[[str], Progress] = lambda name: Progress(),
+                  echo: Callable[[str], None] = print) -> PruneOutcome:
+    started = time.perf_counter()
+    out = Path(out)
+    _check_output(out, resume)
+    base, base_kwargs = base_factory(config.teacher, config.weights)
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    teacher = _load_teacher(config, device)
+    data, manifest = _load_data(config, teacher, device)
+    input_shape = (data.in_channels, data.input_size, data.input_size)
+    space = ChannelSpace(teacher.model, input_shape)
+    grid = config.ratio_grid()
+    budget = _budget(config, space, grid)
+    run_config = {"config": {k: v for k, v in config.to_dict().items() if k != "threads"},
+                  "teacher_sha256": teacher.info.sha256, "data_manifest": manifest.teacher.sha256,
+                  "threads": torch.get_num_threads(), "version": STATE_VERSION}
+    echo(f"{config.teacher}: {len(space)} prunable groups, {space.teacher_macs / 1e6:.3g} MMACs; budget "
+         f"{budget.low / 1e6:.3g}-{budget.high / 1e6:.3g} MMACs; data {config.data} ({len(data.train)} train, "
+         f"{len(data.val)} val images); candidates scored by BN recalibration + agreement with the teacher")
+
+    scorer = CandidateScorer(data.train, data.val, config.calib_batches, config.calib_batch_size, config.seed)
+    macs_of = lambda ratios: space.macs(space.keep_counts(ratios))  # noqa: E731
+    evolution = RatioEvolution(grid, len(space), budget, macs_of,
+                               lambda ratios: scorer(space.prune(space.keep_counts(ratios))),
+                               population=config.population, parents=config.parents,
+                               mutation_prob=config.mutation_prob, seed=config.seed)
+    checkpointer = Checkpointer(out / SEARCH_STATE)
+    if resume:
+        state = checkpointer.load()
+        changed = differences(state["run_config"], run_config)
+        if changed:
+            raise UsageError(f"{checkpointer.path} was made with different settings ({', '.join(changed)}); resume "
+                             f"with the original ones or use another --out")
+        evolution.load_state_dict(state["search"])
+
+    with exclusive_directory(out):
+        remove_leftover_temporaries(out)
+        while len(evolution.generations) < config.generations:
+            evolution.step()
+            checkpointer.save({"run_config": run_config, "search": evolution.state_dict()})
+            best = evolution.top(1)[0]
+            on_generation(len(evolution.generations), config.generations,
+                          {"agreement": best.score.agreement, "macs": best.macs})
+        best = evolution.top(1)[0]
+        choices = {"searched": best.ratios}
+        if config.baseline:
+            choices["uniform"] = (uniform_ratio(len(space), macs_of, budget),) * len(space)
+
+        test, test_note = real_test_set(data, manifest.teacher.class_names, device)
+        labels = TeacherLabels(teacher.model, teacher.info.mean, teacher.info.std, data.train.mean, data.train.std,
+                               device)
+        sources = Sources(data.train, data.val, test, test_note, data.num_classes, data.in_channels, data.input_size,
+                          "synthetic", {"spec": config.data}, labels, None)
+        train_config = TrainConfig(data=config.data, teacher=config.teacher, weights=config.weights,
+                                   steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                   temperature=config.temperature, seed=config.seed, export="none")
+        precision = Precision.from_names(device, "off", "off")
+        networks = {}
+        for name, ratios in choices.items():
+            counts = space.keep_counts(ratios)
+            model = _distill(space.prune(counts), sources, train_config, precision, out / name,
+                             {**run_config, "network": name, "counts": counts}, train_progress(name))
+            networks[name] = _describe(model, counts, ratios, sources, input_shape)
+            _save(out, name, model, counts, base, base_kwargs, input_shape, teacher)
+            echo(f"{name}: {_line(networks[name])}")
+
+        teacher_size = size_of(teacher.model, input_shape)
+        teacher_record = {"spec": config.teacher, "weights": config.weights, "sha256": teacher.info.sha256,
+                          "macs": space.teacher_macs, "params": teacher_size["params"],
+                          "test_accuracy": None if test is None else accuracy(labels, test),
+                          "latency_ms": cpu_latency(teacher.model, input_shape)["median_ms"]}
+        candidates = [c.to_dict() for c in sorted(evolution.archive.values(), key=lambda c: c.macs)]
+        atomic_write_json(out / "candidates.json", candidates)
+        atomic_write_json(out / "ratios.json", {
+            "groups": [{"layer": g.name, "channels": g.channels, "members": list(g.members)} for g in space.groups],
+            **{name: {"ratios": list(choices[name]), "channels": networks[name]["channels"]} for name in choices}})
+        accuracy_vs_macs(out / PLOT_NAME, candidates, networks, teacher_record, budget)
+        result = {
+            "format": "dfnas-prune-result", "version": 1,
+            "verdict": _verdict(networks, teacher_record),
+            "teacher": teacher_record, "networks": networks,
+            "budget": {"low": budget.low, "high": budget.high, "target": budget.high},
+            "search": {"generations": len(evolution.generations), "candidates_scored": len(evolution.archive),
+                       "score": "agreement with the teacher's top-1 on the synthetic val split after BatchNorm "
+                                "recalibration (KL breaks ties); weights: the teacher's, channels ranked by L2 "
+                                "magnitude (torch-pruning MagnitudeImportance)",
+                       "best": best.to_dict()},
+            "test_set": None if test is None else "dfnas.data.mnist 'test' split: 1,000 real digits",
+            "test_note": test_note,
+            "load": {"teacher_spec": FACTORY, "weights": "pruned.safetensors",
+                     "python": f"dfnas.teachers.load_teacher({FACTORY!r}, weights='{out / 'pruned.safetensors'}')"},
+            "config": config.to_dict(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "seconds": time.perf_counter() - started,
+        }
+        atomic_write_json(out / RESULT_NAME, result)
+    return PruneOutcome(result, out)
+
+
+def _distill(model: nn.Module, sources: Sources, config: TrainConfig, precision: Precision, folder: Path,
+             run_config: dict, progress: Progress) -> nn.Module:
+    folder.mkdir(exist_ok=True)
+    torch.manual_seed(config.seed)
+    trainer = Retrainer(model, sources, config, precision)
+    checkpointer = Checkpointer(folder / CHECKPOINT_NAME)
+    if checkpointer.exists():
+        trainer.load_state_dict(checkpointer.load(precision.device), run_config, checkpointer.path)
+    trainer.run(checkpointer, run_config, progress)
+    atomic_write_json(folder / "history.json", trainer.history.to_dict())
+    return trainer.model.eval()
+
+
+def _describe(model: nn.Module, counts: dict, ratios, sources: Sources, input_shape) -> dict:
+    size = size_of(model, input_shape)
+    return {"test_accuracy": None if sources.test is None else accuracy(model, sources.test),
+            "val_agreement": accuracy(model, sources.val), "macs": size["macs"], "params": size["params"],
+            "latency_ms": cpu_latency(model, input_shape)["median_ms"], "channels": counts,
+            "ratios": list(ratios)}
+
+
+def _line(network: dict) -> str:
+    acc = network["test_accuracy"]
+    head = f"test accuracy {acc:.3f}" if acc is not None else f"val agreement {network['val_agreement']:.3f}"
+    return f"{head}, {network['macs'] / 1e6:.3g} MMACs, {network['params'] / 1e3:.0f}k params"
+
+
+def _verdict(networks: dict, teacher: dict) -> str:
+    searched, uniform = networks["searched"], networks.get("uniform")
+    if searched["test_accuracy"] is None or teacher["test_accuracy"] is None:
+        return "no real test set: judge by the synthetic val agreement"
+    gap = teacher["test_accuracy"] - searched["test_accuracy"]
+    head = (f"within {GOOD_GAP:.0%} of the teacher" if gap <= GOOD_GAP
+            else f"{gap:.1%} below the teacher (aim: within {GOOD_GAP:.0%})")
+    if uniform is None:
+        return head
+    ahead = searched["test_accuracy"] - uniform["test_accuracy"]
+    return head + (f", {ahead:+.1%} vs uniform pruning" if ahead else ", equal to uniform pruning")
+
+
+def _save(out: Path, name: str, model: nn.Module, counts: dict, base: str, base_kwargs: dict, input_shape,
+          teacher) -> None:
+    """`<name>.safetensors` + `<name>.json`: loadable with load_teacher(FACTORY, weights=...)."""
+    stem = "pruned" if name == "searched" else name
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out / f"{stem}.safetensors", safetensors_bytes(weights))
+    info = teacher.info
+    atomic_write_json(out / f"{stem}.json", {
+        "name": f"{info.name} pruned ({name})", "class_names": list(info.class_names),
+        "num_classes": info.num_classes, "input_size": list(info.input_size), "in_channels": info.in_channels,
+        "mean": list(info.mean), "std": list(info.std), "flip_ok": info.flip_ok,
+        "factory_kwargs": {"base": base, "base_kwargs": base_kwargs, "input_shape": list(input_shape),
+                           "channels": counts}})

@@ -102,6 +102,7 @@ class ChannelSpace:
         self.ranking = {name: sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
                         for name, _, scores, _ in found}
         self.teacher_macs = count_macs(self.model, self.input_shape)
+        self.layer_costs = _layer_costs(self.model, self.input_shape)
         self.teacher_params = count_params(self.model)
 
     def __len__(self) -> int:
@@ -117,27 +118,69 @@ class ChannelSpace:
             counts[group.name] = max(1, min(group.channels, round(ratio * group.channels)))
         return counts
 
-    def prune(self, counts: dict[str, int]) -> nn.Module:
-        """A pruned copy of the network keeping counts[g] highest-ranked channels of each group g.
-
-        The indices every layer loses are gathered over all groups first, in the unpruned
-        network's numbering, and each layer is cut once: no dependency graph per candidate.
-        """
-        removals: dict[tuple[str, object], set[int]] = {}
+    def removals(self, counts: dict[str, int]) -> dict[tuple[str, str], set[int]]:
+        """(layer, 'prune_out_channels' | 'prune_in_channels' ...) -> the indices it loses, gathered
+        over all groups in the unpruned network's numbering."""
+        removals: dict[tuple[str, str], set[int]] = {}
         for group in self.groups:
             removed_roots = set(self.ranking[group.name][counts[group.name]:])
             for layer, handler, idxs, root_idxs in self.edits[group.name]:
                 lost = {idx for idx, root in zip(idxs, root_idxs) if root in removed_roots}
                 if lost:
-                    removals.setdefault((layer, handler), set()).update(lost)
+                    removals.setdefault((layer, handler.__name__), set()).update(lost)
+        return removals
+
+    def prune(self, counts: dict[str, int]) -> nn.Module:
+        """A pruned copy of the network keeping counts[g] highest-ranked channels of each group g.
+        Each layer is cut once, by `removals`: no dependency graph per candidate."""
+        handlers = {(layer, handler.__name__): handler for edits in self.edits.values()
+                    for layer, handler, _, _ in edits}
         model = copy.deepcopy(self.model)
         modules = dict(model.named_modules())
-        for (layer, handler), lost in removals.items():
-            handler(modules[layer], sorted(lost))
+        for (layer, name), lost in self.removals(counts).items():
+            handlers[layer, name](modules[layer], sorted(lost))
         return model
 
     def macs(self, counts: dict[str, int]) -> int:
-        return count_macs(self.prune(counts), self.input_shape)
+        """MACs of the pruned network: counted on it, or (plain convs and linears only) summed from
+        each layer's kept input and output channels times its per-channel-pair cost."""
+        if self.layer_costs is None:
+            return count_macs(self.prune(counts), self.input_shape)
+        removals = self.removals(counts)
+        total = 0
+        for layer, (outputs, inputs, per_pair) in self.layer_costs.items():
+            kept_out = outputs - len(removals.get((layer, "prune_out_channels"), ()))
+            kept_in = inputs - len(removals.get((layer, "prune_in_channels"), ()))
+            total += kept_out * kept_in * per_pair
+        return total
+
+
+def _layer_costs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, int, int]] | None:
+    """layer -> (output channels, input channels, MACs per (output, input) channel pair), as
+    `count_macs` counts them; None when a grouped convolution makes MACs not bilinear."""
+    names = {module: name for name, module in model.named_modules()}
+    costs: dict[str, list[int]] = {}
+
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            outputs, inputs, per_pair = module.out_features, module.in_features, output.numel() // module.out_features
+        else:
+            outputs, inputs = module.out_channels, module.in_channels
+            per_pair = output.numel() // outputs * module.weight[0, 0].numel()
+        entry = costs.setdefault(names[module], [outputs, inputs, 0])
+        entry[2] += per_pair
+
+    layers = [m for m in model.modules() if isinstance(m, ROOT_TYPES)]
+    if any(isinstance(m, nn.Conv2d) and m.groups != 1 for m in layers):
+        return None
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: tuple(entry) for name, entry in costs.items()}
 
 
 def _out_channels(module: nn.Module) -> int:

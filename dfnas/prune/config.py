@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from dfnas.config import UsageError, option
 from dfnas.device import DEVICE_HELP
 
+GUIDES = ("synthetic", "mnist")
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -41,6 +43,9 @@ class PruneConfig:
     lr: float = option(0.02, "peak distillation learning rate (SGD, cosine): small, the weights start from the teacher's",
                        above=0, max=100)
     temperature: float = option(3.0, "distillation temperature of the KL to the teacher's logits", above=0, max=1000)
+    guide: str = option("synthetic", "images that score candidates: 'synthetic' (data-free) or 'mnist' (the real digits' "
+                                     "train split: the real-data-guided search a data-free one is compared with; digit "
+                                     "teachers only)", choices=GUIDES)
     baseline: bool = option(True, "also distill the uniform pruning at the same budget, for comparison")
     val_fraction: float = option(0.1, "fraction of the synthetic set held out to score candidates", above=0, max=0.9)
     seed: int = option(0, "random seed of the search and the distillation", min=0, max=2**63 - 1)

@@ -71,6 +71,7 @@ def test_every_ratio_vector_builds_the_network_torch_pruning_builds(name):
             root = modules[group.name]
             kept = root.out_features if isinstance(root, nn.Linear) else root.out_channels
             assert kept == counts[group.name] == max(1, round(ratios[space.groups.index(group)] * group.channels))
+        assert space.macs(counts) == count_macs(pruned, _shape(name))  # the summed count is the profiler's
         reference = _pruned_by_torch_pruning(space, counts)
         with torch.no_grad():
             torch.testing.assert_close(pruned(x), reference(x), rtol=0, atol=0)

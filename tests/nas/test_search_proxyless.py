@@ -10,7 +10,7 @@ import torch
 from dfnas.nas.search_data import load_search_data
 from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessSupernet
 from dfnas.nas.strategies import ProxylessSearch, ProxylessSearchConfig, run_search
-from dfnas.nas.strategies.proxyless import GateForward, hardware_loss
+from dfnas.nas.strategies.proxyless_gates import GateForward, hardware_loss
 from dfnas.data.images import Batch
 from dfnas.device import Precision
 from dfnas.nas.loss import LossConfig
@@ -129,7 +129,7 @@ def test_end_to_end_and_resume(tmp_path, arch_update):
     assert arch.derived["flops"] > 0 and len(arch.choices) == 6
     arch.build().eval()(torch.zeros(1, 1, 8, 8))
     if arch_update == "reinforce":
-        assert full.baseline is not None
+        assert full.reinforce.baseline is not None
 
     run_search(_search(tmp_path, arch_update=arch_update), tmp_path / "split", run_config, stop_after=1,
                progress_bar=False, echo=lambda s: None)

@@ -1,4 +1,5 @@
-"""Layers import only downward: base <- ops <- data <- teachers / synth / nas <- evaluate / prune <- cli."""
+"""Layers import only downward: base <- ops <- data <- teachers / synth / nas <- evaluate / prune <- cli;
+search spaces do not import each other."""
 from __future__ import annotations
 
 import ast
@@ -45,3 +46,33 @@ def test_the_layer_map_covers_every_subpackage():
     assert folders <= set(LAYER)
     modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
     assert modules <= BASE
+
+
+
+def _space_family(module: str) -> str:
+    """`darts_search` -> `darts`: a space's own files share its name up to the first underscore."""
+    return module.split("_")[0]
+
+
+def _imported_spaces(path: Path) -> set[str]:
+    """The `dfnas/nas/spaces` modules `path` imports, written either way
+    (`from dfnas.nas.spaces.spos import x` or `from dfnas.nas.spaces import spos`)."""
+    prefix = "dfnas.nas.spaces."
+    names = _imports(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == prefix[:-1]:
+            names.update(prefix + alias.name for alias in node.names)
+    return {name.removeprefix(prefix).split(".")[0] for name in names if name.startswith(prefix)}
+
+
+def test_no_space_imports_another_space():
+    """Spaces meet only in `spaces/base.py` and the registry (`spaces/__init__.py`); a space's
+    files (`darts_ops`, `spos_blocks`, `proxyless_blocks`, ...) import only each other and base."""
+    spaces = PACKAGE / "nas" / "spaces"
+    modules = {p.stem for p in spaces.glob("*.py")} - {"__init__"}
+    violations = []
+    for own in modules - {"base"}:
+        for imported in _imported_spaces(spaces / f"{own}.py") & modules:
+            if imported != "base" and _space_family(imported) != _space_family(own):
+                violations.append(f"spaces/{own}.py imports spaces/{imported}.py")
+    assert not violations, violations

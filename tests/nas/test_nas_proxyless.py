@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dfnas.nas.profile import count_macs, count_params
-from dfnas.nas.spaces.proxyless import ZERO, ProxylessConfig, ProxylessNetwork, ProxylessSupernet
+from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessNetwork, ProxylessSupernet
+from dfnas.nas.spaces.proxyless_blocks import ZERO
 from dfnas.nas.spaces.proxyless_netconfig import from_net_config, to_net_config
 from dfnas.nas.spaces.proxyless_published import published
 

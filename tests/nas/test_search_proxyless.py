@@ -1,5 +1,5 @@
 """ProxylessNAS: binary-gate gradients against finite differences, the alpha gradient formula,
-`two`-mode rescaling, the cost regularizers, REINFORCE, and resume."""
+`two`-mode rescaling, the cost regularizers, the REINFORCE update, and resume."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,8 @@ import torch
 from dfnas.nas.search_data import load_search_data
 from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessSupernet
 from dfnas.nas.strategies import ProxylessSearch, ProxylessSearchConfig, run_search
-from dfnas.nas.strategies.proxyless import GateForward, hardware_loss
+from dfnas.nas.strategies.proxyless_gates import GateForward, hardware_loss, sample_gates
+from dfnas.nas.strategies.proxyless_reinforce import Reinforce
 from dfnas.data.images import Batch
 from dfnas.device import Precision
 from dfnas.nas.loss import LossConfig
@@ -29,6 +30,37 @@ def _supernet_and_batch():
     return model, batch
 
 
+def _mixture_loss(trainer: Trainer, model: ProxylessSupernet, batch: Batch, blocks: list[int],
+                  values: list[torch.Tensor]) -> torch.Tensor:
+    """The loss with each block's output = sum_k g_k o_k(x) (a real-valued mixture of its ops)."""
+    def mixture(g):
+        return lambda edge, inputs, output: sum(w * op(inputs[0]) for w, op in zip(g, edge.candidates))
+    handles = [model.mixed_edges[i].register_forward_hook(mixture(g)) for i, g in zip(blocks, values)]
+    try:
+        return trainer.loss(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _gate_gradients_by_finite_differences(trainer: Trainer, model: ProxylessSupernet, batch: Batch,
+                                          blocks: list[int], gates: list[torch.Tensor]) -> list[torch.Tensor]:
+    eps = 1e-6
+    grads = []
+    for block, g in enumerate(gates):
+        grad = torch.zeros_like(g)
+        for k in range(len(g)):
+            plus = [x.detach().clone() for x in gates]
+            minus = [x.detach().clone() for x in gates]
+            plus[block][k] += eps
+            minus[block][k] -= eps
+            with torch.no_grad():
+                grad[k] = (_mixture_loss(trainer, model, batch, blocks, plus)
+                           - _mixture_loss(trainer, model, batch, blocks, minus)) / (2 * eps)
+        grads.append(grad)
+    return grads
+
+
 def test_gate_gradients_match_finite_differences():
     model, batch = _supernet_and_batch()
     trainer = Trainer(LossConfig(temperature=2.0), CPU)
@@ -43,28 +75,40 @@ def test_gate_gradients_match_finite_differences():
     with GateForward([edges[i] for i in probe], gates, [list(range(len(g))) for g in gates]):
         loss = trainer.loss(model, batch)
     analytic = torch.autograd.grad(loss, gates)
+    numeric = _gate_gradients_by_finite_differences(trainer, model, batch, probe, gates)
+    for block, (grad, expected) in enumerate(zip(analytic, numeric)):
+        for k in range(len(grad)):
+            assert math.isclose(float(grad[k]), float(expected[k]), rel_tol=1e-5, abs_tol=1e-8), (block, k)
 
-    def loss_at(values: list[torch.Tensor]) -> float:
-        """The loss with each probed block's output = sum_k g_k o_k(x) (a real-valued mixture)."""
-        def mixture(g):
-            return lambda edge, inputs, output: sum(w * op(inputs[0]) for w, op in zip(g, edge.candidates))
-        handles = [edges[i].register_forward_hook(mixture(g)) for i, g in zip(probe, values)]
-        try:
-            with torch.no_grad():
-                return float(trainer.loss(model, batch))
-        finally:
-            for handle in handles:
-                handle.remove()
 
-    eps = 1e-6
-    for block, (g, grad) in enumerate(zip(gates, analytic)):
-        for k in range(len(g)):
-            plus = [x.detach().clone() for x in gates]
-            minus = [x.detach().clone() for x in gates]
-            plus[block][k] += eps
-            minus[block][k] -= eps
-            numeric = (loss_at(plus) - loss_at(minus)) / (2 * eps)
-            assert math.isclose(float(grad[k]), numeric, rel_tol=1e-5, abs_tol=1e-8), (block, k)
+@pytest.mark.parametrize("gate_mode", ["full_v2", "two"])
+def test_sampled_gates_carry_the_chain_rule_gradient_to_alpha(gate_mode):
+    """Guards the straight-through trick of `sample_gates` + `GateForward` (a flipped sign, or
+    the gradient sent to another candidate's path): the gates' value is one-hot on the op each
+    block runs, the loss is the plain path's, and dL/dalpha is the softmax Jacobian applied to
+    dL/dg, the gradient of the loss of the real-valued mixture sum_k g_k o_k(x) at those gates."""
+    model, batch = _supernet_and_batch()
+    trainer = Trainer(LossConfig(temperature=2.0), CPU)
+    edges = model.mixed_edges
+    torch.manual_seed(3)
+    alphas = [torch.randn(len(e.candidates), dtype=torch.float64, requires_grad=True) for e in edges]
+    gates, involved = sample_gates(edges, alphas, gate_mode, torch.Generator().manual_seed(7))
+    for edge, g, inv in zip(edges, gates, involved):
+        assert g.detach().tolist() == [float(k == edge.active) for k in inv]
+    with torch.no_grad():
+        plain = float(trainer.loss(model, batch))
+    with GateForward(edges, gates, involved):
+        loss = trainer.loss(model, batch)
+    assert math.isclose(float(loss.detach()), plain, rel_tol=1e-12)
+    analytic = torch.autograd.grad(loss, alphas)
+
+    one_hots = [torch.tensor([float(k == edge.active) for k in range(len(edge.candidates))], dtype=torch.float64,
+                             requires_grad=True) for edge in edges]
+    mixture = torch.autograd.grad(_mixture_loss(trainer, model, batch, list(range(len(edges))), one_hots), one_hots)
+    for block, (alpha, inv, dg) in enumerate(zip(alphas, involved, mixture)):
+        probs = torch.softmax(alpha[inv], 0)
+        expected, = torch.autograd.grad(probs, alpha, grad_outputs=dg[inv])
+        torch.testing.assert_close(analytic[block], expected, msg=lambda m, b=block: f"block {b}: {m}")
 
 
 def test_alpha_gradient_is_the_reference_formula():
@@ -91,6 +135,22 @@ def test_regularizers():
                                0.2 * 2.0 * (math.log(400) / math.log(300)) ** 0.3 * torch.ones(()))
     torch.testing.assert_close(hardware_loss(loss, expected, 300.0, "add#linear", 0.2, 0.3, 0.1),
                                torch.tensor(2.0 + 0.1 * 100 / 300))
+
+
+def test_reinforce_step_raises_the_probability_of_the_rewarded_op():
+    """Guards the REINFORCE loss sign: one update with a fixed reward for op 0 of block 0 (and the
+    same op 1 in block 1 on both paths) must raise op 0's probability, lower the unrewarded op's,
+    and leave block 1, where the advantages cancel, as it was."""
+    alphas = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
+    update = Reinforce(momentum=0.9)
+    record = update.step(torch.optim.SGD(alphas, lr=0.5), alphas, [[0, 1], [2, 1]], [1.0, 0.0])
+    assert record == {"reward": 0.5, "baseline": 0.5}
+    probs = torch.softmax(alphas[0].detach(), 0)
+    assert probs[0] > 1 / 3 + 0.01 and probs[2] < 1 / 3 - 0.01
+    assert float(alphas[0].detach()[1]) == 0.0  # its gradients from the two paths cancel
+    torch.testing.assert_close(alphas[1].detach(), torch.zeros(2))
+    record = update.step(torch.optim.SGD(alphas, lr=0.5), alphas, [[0, 1]], [1.5])
+    assert record["baseline"] == pytest.approx(0.9 * 0.5 + 0.1 * 1.5)
 
 
 def _search(tmp_path, **overrides) -> ProxylessSearch:
@@ -129,7 +189,7 @@ def test_end_to_end_and_resume(tmp_path, arch_update):
     assert arch.derived["flops"] > 0 and len(arch.choices) == 6
     arch.build().eval()(torch.zeros(1, 1, 8, 8))
     if arch_update == "reinforce":
-        assert full.baseline is not None
+        assert full.reinforce.baseline is not None
 
     run_search(_search(tmp_path, arch_update=arch_update), tmp_path / "split", run_config, stop_after=1,
                progress_bar=False, echo=lambda s: None)

@@ -8,8 +8,9 @@ tests check that both descriptions agree, so a wiring mistake in either shows up
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+import torch
 from torch import nn
 
 
@@ -38,6 +39,12 @@ def bn_cost(channels: int, affine: bool = True) -> Cost:
 
 def linear_cost(f_in: int, f_out: int, bias: bool = True) -> Cost:
     return Cost(f_in * f_out, f_in * f_out + (f_out if bias else 0))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round to the nearest multiple of `divisor`, never more than 10% below `value`."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -119,3 +126,23 @@ def check_index_choices(choices: Sequence[int], num_layers: int, num_choices: in
             raise ValueError(f"{what}: choice {layer} must be an int, got {value!r}")
         if not 0 <= value < num_choices:
             raise ValueError(f"{what}: choice {layer} = {value} is out of range 0..{num_choices - 1}")
+
+
+def subnet_state_dict(supernet: nn.Module, modules: Iterable[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """The weights of one path through `supernet`, named for the standalone network.
+
+    `modules` pairs a supernet module's path (`"layers.3.candidates.1"`) with the path the same
+    module has in the standalone network (`"layers.3"`); every tensor of its state dict is copied
+    under the new prefix. Each space supplies only these pairs: the fixed parts under their own
+    names, and per decision the chosen candidate.
+    """
+    state = {}
+    for source, target in modules:
+        for name, value in supernet.get_submodule(source).state_dict().items():
+            state[f"{target}.{name}"] = value
+    return state
+
+
+def fixed_modules(supernet: nn.Module, searchable: str) -> list[tuple[str, str]]:
+    """`(name, name)` for every child of `supernet` but `searchable`: the parts a subnet keeps as they are."""
+    return [(name, name) for name, _ in supernet.named_children() if name != searchable]

@@ -9,6 +9,7 @@ from torch import nn
 from dfnas.nas.spaces.darts import (NUM_EDGES, NUM_NODES, DartsConfig, DartsStem, Genotype,
                                     as_genotype, cell_kinds, derive_genotype, edge_offset,
                                     make_preprocess, stem_output)
+from dfnas.nas.spaces.base import subnet_state_dict
 from dfnas.nas.spaces.darts_ops import PRIMITIVES, make_op
 
 
@@ -113,21 +114,12 @@ class DartsSearchNetwork(nn.Module):
         evaluation network's BN scales/shifts keep their defaults (load with `strict=False`).
         """
         genotype = as_genotype(genotype)
-        state: dict[str, torch.Tensor] = {}
-        for name, value in self.stem.state_dict().items():
-            state[f"stem.{name}"] = value
+        modules = [("stem", "stem")]
         for index, cell in enumerate(self.cells):
-            for pre in ("preprocess0", "preprocess1"):
-                for name, value in getattr(cell, pre).state_dict().items():
-                    state[f"cells.{index}.{pre}.{name}"] = value
+            modules += [(f"cells.{index}.{pre}", f"cells.{index}.{pre}") for pre in ("preprocess0", "preprocess1")]
             gene = genotype.reduce if cell.reduction else genotype.normal
-            for position, (op, j) in enumerate(gene):
-                if "pool" in op:
-                    continue  # pools keep no state in the evaluation network
-                edge = cell.edges[edge_offset(position // 2) + j]
-                candidate = edge.candidates[PRIMITIVES.index(op)]
-                for name, value in candidate.state_dict().items():
-                    state[f"cells.{index}.ops.{position}.{name}"] = value
-        for name, value in self.classifier.state_dict().items():
-            state[f"classifier.{name}"] = value
-        return state
+            # Pools keep no state in the evaluation network.
+            modules += [(f"cells.{index}.edges.{edge_offset(position // 2) + j}.candidates.{PRIMITIVES.index(op)}",
+                         f"cells.{index}.ops.{position}")
+                        for position, (op, j) in enumerate(gene) if "pool" not in op]
+        return subnet_state_dict(self, modules + [("classifier", "classifier")])

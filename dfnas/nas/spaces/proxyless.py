@@ -8,7 +8,8 @@ The supernet is ready for binary gates: each block's `MixedEdge` holds all candi
 `nn.ModuleList` (`candidates`, named by `candidate_names`) and runs only `candidates[active]`; a
 strategy sets `active` (or calls `set_active`) and may call any candidate itself to build gate
 gradients. The standalone network keeps the same module names with `edge.candidates.<k>` replaced
-by `op`, so `ProxylessSupernet.subnet_state_dict(choices)` loads into it directly.
+by `op`, so `ProxylessSupernet.subnet_state_dict(choices)` loads into it directly. The block
+modules and their costs are in `proxyless_blocks.py`.
 """
 from __future__ import annotations
 
@@ -18,26 +19,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dfnas.nas.spaces.base import Cost, Layout, Part, Slot, bn_cost, conv_cost, conv_out, linear_cost
-from dfnas.nas.spaces.spos import make_divisible
-
-ZERO = "zero"
-
-
-def op_name(kernel: int, expand: int) -> str:
-    return f"{kernel}x{kernel}_MBConv{expand}"
-
-
-def parse_op_name(name: str) -> tuple[int, int]:
-    """`'5x5_MBConv6'` -> (5, 6); raises ValueError for anything else."""
-    try:
-        kernels, expand = name.split("_MBConv")
-        k1, k2 = kernels.split("x")
-        if k1 != k2:
-            raise ValueError
-        return int(k1), int(expand)
-    except ValueError:
-        raise ValueError(f"proxyless: {name!r} is not an op name like '5x5_MBConv6' or 'zero'") from None
+from dfnas.nas.spaces.base import (Layout, Part, Slot, bn_cost, conv_cost, conv_out, fixed_modules, linear_cost,
+                                   make_divisible, subnet_state_dict)
+from dfnas.nas.spaces.proxyless_blocks import (ZERO, MBConv, ProxylessBlock, batch_norm, candidate_cost,
+                                               make_candidate, mbconv_cost, op_name)
 
 
 @dataclass(frozen=True)
@@ -136,63 +121,6 @@ def check_choices(config: ProxylessConfig, choices: Sequence[str]) -> None:
             raise ValueError(f"proxyless: block {block} has unknown op {name!r}; expected one of {options}")
 
 
-def _bn(channels: int, config: ProxylessConfig) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=config.bn_eps, momentum=config.bn_momentum)
-
-
-class MBConv(nn.Module):
-    """Inverted residual body: 1x1 expand (skipped at expansion 1), depthwise kxk, 1x1 project."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int,
-                 config: ProxylessConfig):
-        super().__init__()
-        mid = round(c_in * expand)
-        self.inverted_bottleneck = None
-        if expand != 1:
-            self.inverted_bottleneck = nn.Sequential(
-                nn.Conv2d(c_in, mid, 1, bias=False), _bn(mid, config), nn.ReLU6(inplace=True))
-        self.depth_conv = nn.Sequential(
-            nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
-            _bn(mid, config), nn.ReLU6(inplace=True))
-        self.point_linear = nn.Sequential(nn.Conv2d(mid, c_out, 1, bias=False), _bn(c_out, config))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inverted_bottleneck is not None:
-            x = self.inverted_bottleneck(x)
-        return self.point_linear(self.depth_conv(x))
-
-
-class ZeroOp(nn.Module):
-    """The `zero` candidate: contributes nothing, so its block reduces to the shortcut."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x)
-
-
-def make_candidate(name: str, c_in: int, c_out: int, stride: int, config: ProxylessConfig) -> nn.Module:
-    if name == ZERO:
-        return ZeroOp()
-    kernel, expand = parse_op_name(name)
-    return MBConv(c_in, c_out, kernel, stride, expand, config)
-
-
-def mbconv_cost(c_in: int, c_out: int, kernel: int, stride: int, expand: int, size_in: int) -> Cost:
-    mid = round(c_in * expand)
-    size = conv_out(size_in, kernel, stride, kernel // 2)
-    total = Cost()
-    if expand != 1:
-        total = conv_cost(c_in, mid, 1, size_in, size_in) + bn_cost(mid)
-    total = total + conv_cost(mid, mid, kernel, size, size, groups=mid) + bn_cost(mid)
-    return total + conv_cost(mid, c_out, 1, size, size) + bn_cost(c_out)
-
-
-def candidate_cost(name: str, c_in: int, c_out: int, stride: int, size_in: int) -> Cost:
-    if name == ZERO:
-        return Cost()
-    kernel, expand = parse_op_name(name)
-    return mbconv_cost(c_in, c_out, kernel, stride, expand, size_in)
-
-
 class MixedEdge(nn.Module):
     """All candidates of one block; `forward` runs `candidates[active]` only."""
 
@@ -206,28 +134,15 @@ class MixedEdge(nn.Module):
         return self.candidates[self.active](x)
 
 
-class ProxylessBlock(nn.Module):
-    """`body(x) (+ x)`: the body is a `MixedEdge` in the supernet, one op standalone."""
-
-    def __init__(self, body: nn.Module, shortcut: bool):
-        super().__init__()
-        self.body = body
-        self.shortcut = shortcut
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
-        return out + x if self.shortcut else out
-
-
 def _first_conv(config: ProxylessConfig) -> nn.Sequential:
     stem = config.scaled[0]
     return nn.Sequential(nn.Conv2d(config.in_channels, stem, 3, config.stem_stride, 1, bias=False),
-                         _bn(stem, config), nn.ReLU6(inplace=True))
+                         batch_norm(stem, config), nn.ReLU6(inplace=True))
 
 
 def _feature_mix_layer(config: ProxylessConfig) -> nn.Sequential:
     _, _, widths, head = config.scaled
-    return nn.Sequential(nn.Conv2d(widths[-1], head, 1, bias=False), _bn(head, config),
+    return nn.Sequential(nn.Conv2d(widths[-1], head, 1, bias=False), batch_norm(head, config),
                          nn.ReLU6(inplace=True))
 
 
@@ -279,16 +194,9 @@ class ProxylessSupernet(_ProxylessBody):
     def subnet_state_dict(self, choices: Sequence[str]) -> dict[str, torch.Tensor]:
         """The weights of path `choices`, named for `ProxylessNetwork(config, choices)`."""
         check_choices(self.config, choices)
-        state = {}
-        for name, value in self.state_dict().items():
-            if not name.startswith("blocks."):
-                state[name] = value
-                continue
-            _, block, _, _, k, rest = name.split(".", 5)
-            edge = self.mixed_edges[int(block)]
-            if edge.candidate_names[int(k)] == choices[int(block)]:
-                state[f"blocks.{block}.body.{rest}"] = value
-        return state
+        chosen = [(f"blocks.{block}.body.candidates.{edge.candidate_names.index(name)}", f"blocks.{block}.body")
+                  for block, (edge, name) in enumerate(zip(self.mixed_edges, choices))]
+        return subnet_state_dict(self, fixed_modules(self, "blocks") + chosen)
 
 
 class ProxylessNetwork(_ProxylessBody):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dfnas.nas.spaces.proxyless import (ZERO, ProxylessConfig, check_choices, op_name,
-                                        parse_op_name)
+from dfnas.nas.spaces.proxyless import ProxylessConfig, check_choices
+from dfnas.nas.spaces.proxyless_blocks import ZERO, op_name, parse_op_name
 
 
 def _mbconv(c_in: int, c_out: int, kernel: int, stride: int, expand: int) -> dict:

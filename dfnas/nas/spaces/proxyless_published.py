@@ -6,7 +6,8 @@ widths per stage, so each comes with its own `ProxylessConfig`.
 """
 from __future__ import annotations
 
-from dfnas.nas.spaces.proxyless import ZERO, ProxylessConfig, op_name
+from dfnas.nas.spaces.proxyless import ProxylessConfig
+from dfnas.nas.spaces.proxyless_blocks import ZERO, op_name
 
 # name: (stem, first block, stage widths, head, per-stage "kernel/expand" codes; 0 = zero block)
 _PUBLISHED = {

@@ -13,18 +13,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dfnas.nas.spaces.base import (Layout, Part, Slot, bn_cost, check_index_choices,
-                                   conv_cost, conv_out, linear_cost)
+from dfnas.nas.spaces.base import (Layout, Part, Slot, bn_cost, check_index_choices, conv_cost, conv_out,
+                                   fixed_modules, linear_cost, make_divisible, subnet_state_dict)
 from dfnas.nas.spaces.spos_blocks import CHOICE_NAMES, block_cost, make_block
 
 # SinglePathOneShot README: the architecture its evolution search found (323M FLOPs, 3.5M params).
 SPOS_PUBLISHED = (2, 1, 0, 1, 2, 0, 2, 0, 2, 0, 2, 3, 0, 0, 0, 0, 3, 2, 3, 3)
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round to the nearest multiple of `divisor`, never more than 10% below `value`."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 @dataclass(frozen=True)
@@ -170,15 +164,8 @@ class SposSupernet(_SposBody):
         """The weights of path `choice`, named for `SposNetwork(config, choice)` (load with
         `strict=False`: the standalone network's BN scales/shifts keep their defaults)."""
         check_choice(self.config, choice)
-        state = {}
-        for name, value in self.state_dict().items():
-            if not name.startswith("layers."):
-                state[name] = value
-                continue
-            _, layer, _, k, rest = name.split(".", 4)
-            if int(k) == choice[int(layer)]:
-                state[f"layers.{layer}.{rest}"] = value
-        return state
+        chosen = [(f"layers.{layer}.candidates.{k}", f"layers.{layer}") for layer, k in enumerate(choice)]
+        return subnet_state_dict(self, fixed_modules(self, "layers") + chosen)
 
 
 class SposNetwork(_SposBody):

@@ -30,7 +30,7 @@ from dfnas.nas.spaces.darts_ops import PRIMITIVES
 from dfnas.nas.spaces.darts_search import DartsSearchNetwork
 from dfnas.nas.strategies.base import SearchConfig, space_config
 from dfnas.nas.strategies.evaluator import PathEvaluator, calibration_batches, eval_batch_size
-from dfnas.nas.strategies.health import fit_batch_to_split, metric_name
+from dfnas.nas.strategies.health import entropy, fit_batch_to_split, metric_name
 from dfnas.data.images import Batch, BatchStream, split_indices
 from dfnas.device import Precision
 from dfnas.nas.trainer import Trainer
@@ -138,8 +138,7 @@ class Architect:
 
 def alpha_entropy(alphas: torch.Tensor) -> float:
     """Mean entropy (nats) of the per-edge op distributions; log(8) = 2.08 is uniform."""
-    probs = torch.softmax(alphas.detach().float(), dim=-1)
-    return float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+    return float(entropy(torch.softmax(alphas.detach().float(), dim=-1)).mean())
 
 
 class DartsSearch:

@@ -20,6 +20,8 @@ import dataclasses
 import math
 from typing import Any, Protocol
 
+import torch
+
 MIN_STEPS_PER_EPOCH = 10
 MIN_FITTED_BATCH = 16  # never shrink below this (BN statistics of tiny batches are too noisy)
 NEAR_CHANCE_FACTOR = 2.0  # agreement below this times chance is "near chance"
@@ -85,9 +87,14 @@ def search_health(strategy: Reporting) -> list[str]:
     return warnings
 
 
-def mean_entropy(probabilities: list) -> float:
-    """Mean entropy (nats) of a list of probability vectors (tensors)."""
-    values = [float(-(p * p.clamp_min(1e-12).log()).sum()) for p in probabilities]
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the op distributions along the last dimension (0 log 0 counts as 0)."""
+    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1)
+
+
+def mean_entropy(probabilities: list[torch.Tensor]) -> float:
+    """Mean entropy (nats) of a list of probability vectors of any lengths."""
+    values = [float(entropy(p)) for p in probabilities]
     return sum(values) / len(values)
 
 

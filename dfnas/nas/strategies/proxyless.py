@@ -4,25 +4,20 @@ Each block has architecture parameters alpha (one per candidate, init N(0, 1e-3)
 runs one path drawn from softmax(alpha) per block. Every `arch_every` weight steps (after
 `warmup_epochs`) the architecture is updated on a batch of the arch split, in one of two ways:
 
-- `gradient`: binary gates g (one-hot on the sampled path, straight-through to p = softmax(alpha))
-  with `GateForward`: only the sampled op is in the graph, yet dL/dg_k = <o_k(x), dL/dy> for every
-  involved candidate, hence dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) as in
-  mit-han-lab/proxylessnas. `gate_mode` "full_v2" involves all candidates; "two" samples two
-  without replacement, gates only them (p over the pair) and afterwards shifts their alphas so the
-  pair's total probability is unchanged (`rescale_updated_arch_param`).
-  The loss adds the expected cost E[c] = sum_blocks sum_k p_k c_k (MFLOPs or ms, from a table):
-  `mul#log` alpha_r * L * (log E[c] / log T)^beta (reference default, alpha_r 0.2, beta 0.3) or
-  `add#linear` L + lambda (E[c] - T) / T (lambda 0.1).
+- `gradient`: binary gates g (one-hot on the sampled path, straight-through to p = softmax(alpha)),
+  `gate_mode` "full_v2" or "two" (`proxyless_gates.py`). The loss adds the expected cost
+  E[c] = sum_blocks sum_k p_k c_k (MFLOPs or ms, from a table): `mul#log` alpha_r * L *
+  (log E[c] / log T)^beta (reference default, alpha_r 0.2, beta 0.3) or `add#linear`
+  L + lambda (E[c] - T) / T (lambda 0.1).
 - `reinforce`: `rl_samples` paths, each scored on its own arch batch, reward
   R = agreement * (T / c)^w (w = 0.1), baseline b <- m b + (1 - m) mean(R) (see `baseline_momentum`),
-  loss -mean((R - b) log p(path)).
+  loss -mean((R - b) log p(path)) (`proxyless_reinforce.py`).
 
 Architecture optimizer: Adam lr 1e-3, betas (0, 0.999), eps 1e-8, no weight decay. Weights: SGD
 nesterov, momentum 0.9, lr 0.025 cosine, wd 4e-5, label smoothing 0.1 (real data).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,15 +29,18 @@ from dfnas.config import option
 from dfnas.nas.arch import Architecture, make_architecture
 from dfnas.nas.profile import CostTable, build_latency_table, cost_table
 from dfnas.nas.search_data import SearchData
-from dfnas.nas.spaces.proxyless import ZERO, MixedEdge, ProxylessSupernet
+from dfnas.nas.spaces.proxyless import ProxylessSupernet
+from dfnas.nas.spaces.proxyless_blocks import ZERO
 from dfnas.nas.strategies.base import SearchConfig, space_config
 from dfnas.nas.strategies.evaluator import PathEvaluator, calibration_batches, eval_batch_size
 from dfnas.nas.strategies.health import fit_batch_to_split, mean_entropy, mean_uniform_entropy, metric_name
+from dfnas.nas.strategies.proxyless_gates import (GATE_MODES, GateForward, hardware_loss, keep_pair_mass,
+                                                  sample_gates, sample_path)
+from dfnas.nas.strategies.proxyless_reinforce import Reinforce
 from dfnas.data.images import Batch, BatchStream, split_indices
 from dfnas.device import Precision
 from dfnas.nas.trainer import Trainer
 
-GATE_MODES = ("full_v2", "two")
 ARCH_UPDATES = ("gradient", "reinforce")
 REGULARIZERS = ("mul#log", "add#linear", "none")
 HW_METRICS = ("flops", "latency")
@@ -100,44 +98,6 @@ PROXYLESS_TINY = {"epochs": 12, "warmup_epochs": 2, "batch_size": 64, "steps_per
                   "calib_batches": 4, "calib_batch_size": 64}
 
 
-class GateForward:
-    """While active, every `MixedEdge` returns y + sum_k (g_k - sg(g_k)) * sg(o_k(x)) over its
-    involved candidates: the value stays y = o_active(x), weight gradients flow through the
-    active op only, and dL/dg_k = <o_k(x), dL/dy> (the other candidates run without a graph)."""
-
-    def __init__(self, edges: Sequence[MixedEdge], gates: Sequence[torch.Tensor],
-                 involved: Sequence[Sequence[int]]):
-        self.edges, self.gates, self.involved = edges, gates, involved
-        self.handles: list = []
-
-    def _hook(self, gates: torch.Tensor, involved: Sequence[int]):
-        def hook(edge: MixedEdge, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                outputs = [output.detach() if k == edge.active else edge.candidates[k](inputs[0])
-                           for k in involved]
-            straight_through = gates - gates.detach()
-            return output + sum(straight_through[i] * o for i, o in enumerate(outputs))
-        return hook
-
-    def __enter__(self) -> "GateForward":
-        self.handles = [edge.register_forward_hook(self._hook(g, inv))
-                        for edge, g, inv in zip(self.edges, self.gates, self.involved)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def hardware_loss(loss: torch.Tensor, expected: torch.Tensor, target: float, kind: str,
-                  alpha: float, beta: float, lam: float) -> torch.Tensor:
-    if kind == "mul#log":
-        return alpha * loss * (torch.log(expected) / math.log(target)) ** beta
-    if kind == "add#linear":
-        return loss + lam * (expected - target) / target
-    return loss
-
-
 class ProxylessSearch:
     name = "proxyless"
     unit_name = "epoch"
@@ -171,7 +131,7 @@ class ProxylessSearch:
         self.weight_stream = BatchStream(data.train.subset(weight_part), config.batch_size, config.seed + 1)
         self.arch_stream = BatchStream(data.train.subset(arch_part), config.batch_size, config.seed + 2)
         self.sampler = torch.Generator().manual_seed(config.seed + 3)
-        self.baseline: float | None = None
+        self.reinforce = Reinforce(config.baseline_momentum)
         self.evaluator = PathEvaluator(self.model, self.trainer,
                                        calibration_batches(data.train.subset(weight_part), config.calib_batch_size,
                                                            config.calib_batches, config.seed + 4),
@@ -213,34 +173,8 @@ class ProxylessSearch:
         probs = [torch.softmax(a, dim=0).cpu() for a in self.alphas]
         return self.table.expected(probs) * self.cost_scale
 
-    # --- sampling
-
-    def _categorical(self, probs: torch.Tensor, count: int = 1) -> list[int]:
-        return torch.multinomial(probs.detach().float().cpu(), count, replacement=False,
-                                 generator=self.sampler).tolist()
-
     def sample_path(self) -> list[int]:
-        path = [self._categorical(torch.softmax(a, 0))[0] for a in self.alphas]
-        for edge, k in zip(self.edges, path):
-            edge.active = k
-        return path
-
-    def sample_gates(self) -> tuple[list[torch.Tensor], list[list[int]]]:
-        """Binary gates per block (value one-hot on the active op, gradient through softmax)."""
-        gates, involved = [], []
-        for edge, alpha in zip(self.edges, self.alphas):
-            if self.config.gate_mode == "full_v2":
-                chosen = list(range(len(alpha)))
-            else:
-                chosen = self._categorical(torch.softmax(alpha, 0), 2)
-            probs = torch.softmax(alpha[chosen], 0)
-            active = self._categorical(probs)[0]
-            edge.active = chosen[active]
-            one_hot = torch.zeros_like(probs)
-            one_hot[active] = 1.0
-            gates.append(one_hot - probs.detach() + probs)
-            involved.append(chosen)
-        return gates, involved
+        return sample_path(self.edges, self.alphas, self.sampler)
 
     # --- steps
 
@@ -251,7 +185,7 @@ class ProxylessSearch:
         return self.config.epoch_steps(self.weight_stream.batches_per_epoch)
 
     def gradient_arch_step(self, batch: Batch) -> dict:
-        gates, involved = self.sample_gates()
+        gates, involved = sample_gates(self.edges, self.alphas, self.config.gate_mode, self.sampler)
         old = [a.detach()[inv].clone() for a, inv in zip(self.alphas, involved)]
         with GateForward(self.edges, gates, involved):
             # Unscaled fp16 gate gradients would underflow: architecture steps never run in fp16.
@@ -265,18 +199,11 @@ class ProxylessSearch:
             alpha.grad = torch.zeros_like(alpha) if grad is None else grad
         self.arch_optimizer.step()
         if self.config.gate_mode == "two":
-            self._rescale(involved, old)
+            keep_pair_mass(self.alphas, involved, old)
         return {"arch_loss": float(total.detach()), "expected_cost": float(expected.detach())}
 
-    @torch.no_grad()
-    def _rescale(self, involved: list[list[int]], old: list[torch.Tensor]) -> None:
-        """Shift the updated pair so its log-sum-exp, hence the others' probabilities, is kept."""
-        for alpha, inv, before in zip(self.alphas, involved, old):
-            offset = torch.logsumexp(alpha[inv], 0) - torch.logsumexp(before, 0)
-            alpha[inv] -= offset
-
     def reinforce_arch_step(self) -> dict:
-        rewards, log_probs = [], []
+        paths, rewards = [], []
         for _ in range(self.config.rl_samples):
             path = self.sample_path()
             batch = self.arch_stream.next()
@@ -284,15 +211,8 @@ class ProxylessSearch:
                 logits = self.model(self.precision.prepare_input(batch.images)).float()
             accuracy = float((logits.argmax(1) == batch.reference_labels).float().mean())
             rewards.append(accuracy * (self.target / self.path_cost(path)) ** self.config.rl_exponent)
-            log_probs.append(sum(torch.log_softmax(a, 0)[k] for a, k in zip(self.alphas, path)))
-        mean_reward = sum(rewards) / len(rewards)
-        m = self.config.baseline_momentum
-        self.baseline = mean_reward if self.baseline is None else m * self.baseline + (1 - m) * mean_reward
-        loss = -sum((r - self.baseline) * lp for r, lp in zip(rewards, log_probs)) / len(rewards)
-        self.arch_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.arch_optimizer.step()
-        return {"reward": mean_reward, "baseline": self.baseline}
+            paths.append(path)
+        return self.reinforce.step(self.arch_optimizer, self.alphas, paths, rewards)
 
     def run_unit(self, unit: int, progress: Callable[[int], None]) -> dict:
         update_arch = unit >= self.config.warmup_epochs
@@ -359,7 +279,7 @@ class ProxylessSearch:
                 "arch_optimizer": self.arch_optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "trainer": self.trainer.state_dict(), "weight_stream": self.weight_stream.state_dict(),
                 "arch_stream": self.arch_stream.state_dict(), "sampler": self.sampler.get_state(),
-                "baseline": self.baseline, "cost_table": self.table.to_dict(),
+                "baseline": self.reinforce.baseline, "cost_table": self.table.to_dict(),
                 "last_metrics": dict(self.last_metrics)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -374,7 +294,7 @@ class ProxylessSearch:
         self.weight_stream.load_state_dict(state["weight_stream"])
         self.arch_stream.load_state_dict(state["arch_stream"])
         self.sampler.set_state(state["sampler"])
-        self.baseline = state["baseline"]
+        self.reinforce.baseline = state["baseline"]
         self.last_metrics = dict(state.get("last_metrics", {}))
         self.table = CostTable.from_dict(state["cost_table"])
 

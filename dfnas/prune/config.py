@@ -30,6 +30,10 @@ class PruneConfig:
                          above=0, max=0.9)
     min_ratio: float = option(0.1, "smallest channel ratio a layer may keep", above=0, max=1)
     ratio_step: float = option(0.03, "step of the channel-ratio grid from --min-ratio to 1", above=0, max=1)
+    pruning_net_steps: int = option(1000, "training steps of the PruningNet that gives every candidate its weights "
+                                          "(0: candidates keep the teacher's magnitude-ranked weights)", min=0,
+                                    max=10**8)
+    pruning_net_lr: float = option(1e-3, "Adam learning rate of the PruningNet", above=0, max=10)
     population: int = option(32, "candidates per generation", min=4, max=10000)
     generations: int = option(12, "evolution generations (the first is random)", min=1, max=10000)
     parents: int = option(8, "top-k candidates that breed the next generation", min=2, max=10000)

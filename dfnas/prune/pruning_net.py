@@ -76,6 +76,10 @@ class PruningNet(nn.Module):
         for name, tensor in space.model.named_buffers():
             self.register_buffer(f"buffer_{_key(name)}", tensor.detach().clone())
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.generators.parameters()).device
+
     def _controller(self, layer: str, handler: str, group_index: dict[str, int]) -> int | None:
         for group, edits in self.space.edits.items():
             if any(edit[0] == layer and edit[1].__name__ == handler for edit in edits):
@@ -86,9 +90,8 @@ class PruningNet(nn.Module):
         """Every parameter and buffer of the pruned network `ratios` describes, by name."""
         counts = self.space.keep_counts(ratios)
         removals = self.space.removals(counts)
-        device = self.shared[next(iter(self.shared))].device if len(self.shared) else None
         out = {}
-        for name, full in self._full_tensors(ratios, device):
+        for name, full in self._full_tensors(ratios, self.device):
             layer = name.rsplit(".", 1)[0]
             tensor = full
             if full.ndim >= 1:
@@ -126,7 +129,7 @@ class PruningNet(nn.Module):
     @torch.no_grad()
     def materialize(self, ratios: Sequence[float]) -> nn.Module:
         """The pruned network itself, holding the generated weights (eval mode)."""
-        model = self.space.prune(self.space.keep_counts(ratios))
+        model = self.space.prune(self.space.keep_counts(ratios)).to(self.device)
         model.load_state_dict({k: v.detach() for k, v in self.tensors(ratios).items()})
         return model.eval()
 

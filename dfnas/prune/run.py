@@ -37,10 +37,14 @@ from dfnas.prune.channels import ChannelSpace
 from dfnas.prune.config import PruneConfig
 from dfnas.prune.plots import accuracy_vs_macs
 from dfnas.prune.score import CandidateScorer
+from dfnas.prune.pruning_net import PruningNet, unsuitable_reason
+from dfnas.prune.pruning_net_training import PruningNetTrainer
 from dfnas.prune.search import Budget, RatioEvolution, uniform_ratio
 
 RESULT_NAME = "result.json"
 SEARCH_STATE = "search.pt"
+PRUNING_NET_STATE = "pruning_net.pt"
+HIDDEN = 32  # MetaPruning's generator width
 PLOT_NAME = "accuracy_vs_macs.png"
 FACTORY = "dfnas.prune.pruned:build"
 STATE_VERSION = 1
@@ -50,8 +54,6 @@ SCORES = {
     "mnist": "accuracy on a held-out sixth of the real digits' train split after BatchNorm recalibration on the "
              "rest (real-data guidance, for comparison)",
 }
-WEIGHTS_NOTE = ("candidates are scored with the teacher's own weights, channels ranked by L2 magnitude "
-                "(torch-pruning MagnitudeImportance): MetaPruning's PruningNet is not built yet")
 GOOD_GAP = 0.01  # the issue's aim: within 1 point of the teacher's real accuracy
 
 
@@ -152,7 +154,7 @@ def _scorer(config: PruneConfig, data, test, device: torch.device) -> CandidateS
 def _check_output(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    started = (out / SEARCH_STATE).exists() or (out / RESULT_NAME).exists()
+    started = any((out / name).exists() for name in (PRUNING_NET_STATE, SEARCH_STATE, RESULT_NAME))
     if resume and not started:
         raise UsageError(f"--resume: {out} holds no dfnas-prune run to continue; run without --resume")
     if not resume and started:
@@ -184,14 +186,21 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
          f"{len(data.val)} val images); candidates scored by BN recalibration + agreement on {config.guide} images")
 
     test, test_note = real_test_set(data, manifest.teacher.class_names, device)
+    labels = TeacherLabels(teacher.model, teacher.info.mean, teacher.info.std, data.train.mean, data.train.std, device)
     scorer = _scorer(config, data, test, device)
     macs_of = lambda ratios: space.macs(space.keep_counts(ratios))  # noqa: E731
-    evolution = RatioEvolution(grid, len(space), budget, macs_of,
-                               lambda ratios: scorer(space.prune(space.keep_counts(ratios))),
-                               population=config.population, parents=config.parents,
-                               mutation_prob=config.mutation_prob, seed=config.seed)
+    unsuitable = unsuitable_reason(space, HIDDEN) if config.pruning_net_steps else "--pruning-net-steps 0"
+    torch.manual_seed(config.seed)  # the generators' initial weights
+    net = None if unsuitable else PruningNet(space, HIDDEN).to(device)
+    weights_for = (lambda ratios: space.prune(space.keep_counts(ratios)).to(device)) if net is None else net.materialize
+    weights_note = (f"PruningNet trained {config.pruning_net_steps} steps on the synthetic set" if net is not None
+                    else f"the teacher's weights, channels ranked by L2 magnitude (no PruningNet: {unsuitable})")
+    score_of = lambda ratios: scorer(weights_for(ratios))  # noqa: E731
+    evolution = RatioEvolution(grid, len(space), budget, macs_of, score_of, population=config.population,
+                               parents=config.parents, mutation_prob=config.mutation_prob, seed=config.seed)
+    echo(f"candidate weights: {weights_note}")
     checkpointer = Checkpointer(out / SEARCH_STATE)
-    if resume:
+    if resume and checkpointer.exists():
         state = checkpointer.load()
         changed = differences(state["run_config"], run_config)
         if changed:
@@ -201,6 +210,10 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
 
     with exclusive_directory(out):
         remove_leftover_temporaries(out)
+        if net is not None:
+            sampler = RatioEvolution(grid, len(space), budget, macs_of, score_of, population=config.population,
+                                     parents=config.parents, mutation_prob=config.mutation_prob, seed=config.seed + 1)
+            _train_pruning_net(net, data, labels, sampler, config, out, run_config, train_progress("pruning net"))
         while len(evolution.generations) < config.generations:
             evolution.step()
             checkpointer.save({"run_config": run_config, "search": evolution.state_dict()})
@@ -212,8 +225,6 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
         if config.baseline:
             choices["uniform"] = (uniform_ratio(len(space), macs_of, budget),) * len(space)
 
-        labels = TeacherLabels(teacher.model, teacher.info.mean, teacher.info.std, data.train.mean, data.train.std,
-                               device)
         sources = Sources(data.train, data.val, test, test_note, data.num_classes, data.in_channels, data.input_size,
                           "synthetic", {"spec": config.data}, labels, None)
         train_config = TrainConfig(data=config.data, teacher=config.teacher, weights=config.weights,
@@ -223,7 +234,7 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
         networks = {}
         for name, ratios in choices.items():
             counts = space.keep_counts(ratios)
-            model = _distill(space.prune(counts), sources, train_config, precision, out / name,
+            model = _distill(weights_for(ratios), sources, train_config, precision, out / name,
                              {**run_config, "network": name, "counts": counts}, train_progress(name))
             networks[name] = _describe(model, counts, ratios, sources, input_shape)
             _save(out, name, model, counts, base, base_kwargs, input_shape, teacher)
@@ -247,7 +258,7 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
             "budget": {"low": budget.low, "high": budget.high, "target": budget.high},
             "search": {"generations": len(evolution.generations), "candidates_scored": len(evolution.archive),
                        "guide": config.guide, "score": SCORES[config.guide],
-                       "weights": WEIGHTS_NOTE, "best": best.to_dict()},
+                       "weights": weights_note, "best": best.to_dict()},
             "test_set": None if test is None else "dfnas.data.mnist 'test' split: 1,000 real digits",
             "test_note": test_note,
             "load": {"teacher_spec": FACTORY, "weights": "pruned.safetensors",
@@ -257,6 +268,22 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
         }
         atomic_write_json(out / RESULT_NAME, result)
     return PruneOutcome(result, out)
+
+
+def _train_pruning_net(net: PruningNet, data, labels: TeacherLabels, sampler: RatioEvolution, config: PruneConfig,
+                       out: Path, run_config: dict, progress: Progress) -> None:
+    trainer = PruningNetTrainer(net, data.train, labels.label, sampler, steps=config.pruning_net_steps,
+                                batch_size=config.batch_size, lr=config.pruning_net_lr,
+                                temperature=config.temperature, seed=config.seed)
+    checkpointer = Checkpointer(out / PRUNING_NET_STATE)
+    if checkpointer.exists():
+        state = checkpointer.load(next(net.parameters()).device)
+        if differences(state["run_config"], run_config):
+            raise UsageError(f"{checkpointer.path} was made with different settings; use another --out")
+        trainer.load_state_dict(state)
+    progress.start(trainer.step, trainer.steps)
+    trainer.run(checkpointer, run_config, on_step=progress.step)
+    atomic_write_json(out / "pruning_net_losses.json", trainer.losses)
 
 
 def _distill(model: nn.Module, sources: Sources, config: TrainConfig, precision: Precision, folder: Path,

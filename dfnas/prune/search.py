@@ -141,7 +141,7 @@ class RatioEvolution:
     def state_dict(self) -> dict:
         return {"archive": [c.to_dict() for c in self.archive.values()],
                 "generations": [[list(g) for g in gen] for gen in self.generations],
-                "rng": _plain(self.rng.getstate())}
+                "rng": random_state(self.rng)}
 
     def load_state_dict(self, state: dict) -> None:
         self.archive = {}
@@ -150,13 +150,18 @@ class RatioEvolution:
             self.archive[candidate.genome] = candidate
             self._macs[candidate.genome] = candidate.macs
         self.generations = [[tuple(g) for g in gen] for gen in state["generations"]]
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        set_random_state(self.rng, state["rng"])
 
 
-def _plain(rng_state: tuple) -> list:
-    version, internal, gauss = rng_state
+def random_state(rng: random.Random) -> list:
+    """`rng`'s state as plain lists (checkpoints are loaded with weights_only=True)."""
+    version, internal, gauss = rng.getstate()
     return [version, list(internal), gauss]
+
+
+def set_random_state(rng: random.Random, state: list) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
 
 
 def uniform_ratio(genes: int, macs_of: Callable[[Sequence[float]], int], budget: Budget) -> float:

@@ -22,7 +22,7 @@ from dfnas.nas.profile import count_macs
 from dfnas.teachers import load_teacher
 
 HERE = Path(__file__).resolve().parent
-TOY = ["--population", "4", "--parents", "2", "--generations", "2", "--calib-batches", "1", "--calib-batch-size",
+TOY = ["--pruning-net-steps", "20", "--population", "4", "--parents", "2", "--generations", "2", "--calib-batches", "1", "--calib-batch-size",
        "16", "--steps", "6", "--batch-size", "16", "--val-fraction", "0.25", "--threads", "1", "--quiet"]
 
 
@@ -88,23 +88,30 @@ def test_bundled_teacher_reports_real_accuracy_and_a_verdict(tmp_path, capsys):
     assert count_macs(loaded.model, (1, 28, 28)) == searched["macs"] <= 0.5 * result["teacher"]["macs"]
 
 
-def test_sigkill_then_resume_gives_the_same_result(tmp_path):
-    teacher = _user_teacher(tmp_path)
-    data = _synthesize(tmp_path / "data", teacher, 64)
-    common = teacher + ["--data", str(data), "--ratio", "0.5"] + TOY + ["--generations", "5", "--steps", "30"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(_console() + common + ["--out", str(killed)], cwd=tmp_path, env=env,
+def _kill_when(argv: list[str], cwd: Path, appears: Path) -> None:
+    """Start dfnas-prune, SIGKILL it as soon as `appears` exists (a checkpoint mid-run)."""
+    process = subprocess.Popen(_console() + argv, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (killed / "search.pt").exists() and process.poll() is None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not appears.exists() and process.poll() is None:
         time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
-    assert not (killed / "result.json").exists()
+    assert not (appears.parent / "result.json").exists()
 
+
+def test_sigkill_then_resume_gives_the_same_result(tmp_path):
+    """Killed mid PruningNet training, then mid search; resumed twice; same as one whole run."""
+    teacher = _user_teacher(tmp_path)
+    data = _synthesize(tmp_path / "data", teacher, 64)
+    common = teacher + ["--data", str(data), "--ratio", "0.5"] + TOY + ["--generations", "5", "--steps", "30",
+                                                                        "--pruning-net-steps", "150"]
+    killed = tmp_path / "killed"
+    _kill_when(common + ["--out", str(killed)], tmp_path, killed / "pruning_net.pt")  # saved at step 100 of 150
+    assert torch.load(killed / "pruning_net.pt", weights_only=True)["step"] == 100
     assert prune_main(common + ["--out", str(killed)]) == 2  # an interrupted run is never overwritten
+    _kill_when(common + ["--out", str(killed), "--resume"], tmp_path, killed / "search.pt")
     assert prune_main(common + ["--out", str(killed), "--resume"]) == 0
     assert prune_main(common + ["--out", str(tmp_path / "whole")]) == 0
     a, b = (json.loads((d / "candidates.json").read_text()) for d in (killed, tmp_path / "whole"))

@@ -62,9 +62,9 @@ def run(argv: list[str] | None) -> int:
     resume = getattr(args, "resume", bool(values.pop("resume", False)))
     config = layered(PruneConfig(), values, args)
     quiet = getattr(args, "quiet", False)
-    progress, echo = progress_bar(quiet)
+    echo = progress_bar(quiet)[1]
     outcome = prune_teacher(config, out, resume=resume, on_generation=generation_bar(quiet),
-                            train_progress=lambda name: progress, echo=echo)
+                            train_progress=lambda stage: progress_bar(quiet, f"{PROG} {stage}")[0], echo=echo)
     print(f"{PROG}: {outcome.summary()}")
     return 0
 

@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def progress_bar(quiet: bool):
-    """(Progress, echo): a tqdm bar over the steps, or nothing with `quiet`."""
+def progress_bar(quiet: bool, desc: str = PROG):
+    """(Progress, echo): a tqdm bar over the steps labelled `desc`, or nothing with `quiet`."""
     from dfnas.evaluate.retrain import Progress
 
     if quiet:
@@ -44,7 +44,7 @@ def progress_bar(quiet: bool):
 
     def start(done: int, total: int) -> None:
         nonlocal bar
-        bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, desc=PROG)
+        bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, desc=desc)
 
     def step(done: int, loss: float) -> None:
         bar.update(1)

@@ -23,8 +23,9 @@ def accuracy_vs_macs(path: Path, candidates: Sequence[dict], networks: dict, tea
     left.axvspan(budget.low / 1e6, budget.high / 1e6, color="gray", alpha=0.15, label="MACs budget band")
     left.scatter([c["macs"] / 1e6 for c in candidates], [c["agreement"] for c in candidates], s=8, alpha=0.6,
                  color="tab:gray", label="candidates (BN recalibrated, untrained)")
-    best = max(candidates, key=lambda c: (c["agreement"], -c["kl"]))
-    left.scatter([best["macs"] / 1e6], [best["agreement"]], s=40, color=COLORS["searched"], label="chosen")
+    for name, network in networks.items():
+        left.scatter([network["macs"] / 1e6], [network["before_distillation"]["agreement"]], s=40,
+                     color=COLORS.get(name, "tab:green"), label=f"{name} (before distillation)")
     left.set_xlabel("MMACs per image")
     left.set_ylabel("agreement with the teacher (synthetic val)")
     left.legend(fontsize=8)

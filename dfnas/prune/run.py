@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -236,7 +236,8 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
             counts = space.keep_counts(ratios)
             model = _distill(weights_for(ratios), sources, train_config, precision, out / name,
                              {**run_config, "network": name, "counts": counts}, train_progress(name))
-            networks[name] = _describe(model, counts, ratios, sources, input_shape)
+            networks[name] = {**_describe(model, counts, ratios, sources, input_shape),
+                              "before_distillation": asdict(score_of(ratios))}
             _save(out, name, model, counts, base, base_kwargs, input_shape, teacher)
             echo(f"{name}: {_line(networks[name])}")
 

@@ -62,6 +62,9 @@ def test_residual_user_teacher_is_pruned_within_budget_and_loads_back(tmp_path, 
     assert 0.45 * teacher_macs <= searched["macs"] <= 0.5 * teacher_macs
     assert result["networks"]["uniform"]["macs"] <= 0.5 * teacher_macs
     assert result["test_note"].startswith("no real test set") and searched["test_accuracy"] is None
+    best = result["search"]["best"]  # the chosen candidate, rescored: scoring is deterministic
+    assert searched["before_distillation"] == {"agreement": best["agreement"], "kl": best["kl"]}
+    assert searched["ratios"] == best["ratios"]
     assert line.startswith("dfnas-prune: pruned to") and "synthetic val agreement" in line
 
     loaded = load_teacher("dfnas.prune.pruned:build", weights="out/pruned.safetensors")

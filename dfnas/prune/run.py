@@ -279,8 +279,10 @@ def _train_pruning_net(net: PruningNet, data, labels: TeacherLabels, sampler: Ra
     checkpointer = Checkpointer(out / PRUNING_NET_STATE)
     if checkpointer.exists():
         state = checkpointer.load(next(net.parameters()).device)
-        if differences(state["run_config"], run_config):
-            raise UsageError(f"{checkpointer.path} was made with different settings; use another --out")
+        changed = differences(state["run_config"], run_config)
+        if changed:
+            raise UsageError(f"{checkpointer.path} was made with different settings ({', '.join(changed)}); resume "
+                             f"with the original ones or use another --out")
         trainer.load_state_dict(state)
     progress.start(trainer.step, trainer.steps)
     trainer.run(checkpointer, run_config, on_step=progress.step)

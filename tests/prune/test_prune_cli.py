@@ -114,6 +114,7 @@ def test_sigkill_then_resume_gives_the_same_result(tmp_path):
     _kill_when(common + ["--out", str(killed)], tmp_path, killed / "pruning_net.pt")  # saved at step 100 of 150
     assert torch.load(killed / "pruning_net.pt", weights_only=True)["step"] == 100
     assert prune_main(common + ["--out", str(killed)]) == 2  # an interrupted run is never overwritten
+    assert prune_main(common + ["--out", str(killed), "--resume", "--pruning-net-lr", "0.01"]) == 2  # other settings
     _kill_when(common + ["--out", str(killed), "--resume"], tmp_path, killed / "search.pt")
     assert prune_main(common + ["--out", str(killed), "--resume"]) == 0
     assert prune_main(common + ["--out", str(tmp_path / "whole")]) == 0

@@ -141,6 +141,39 @@ def test_evolution_respects_the_flops_limit():
     assert evolution.best().mflops > low / 1e6  # it did climb toward the limit
 
 
+def test_evolution_breeds_only_from_the_top_k():
+    """Guards against: parents drawn from the whole archive (or the last generation) instead of the
+    top-k of everything evaluated."""
+    layers, choices, k = 6, 4, 3
+
+    def fitness(path):  # distinct values; every path with gene 0 == 0 beats every other path
+        return 10.0 * (path[0] == 0) + sum(g * choices ** i for i, g in enumerate(path)) / choices ** layers
+
+    config = EvolutionConfig(population=16, top_k=k, generations=4, mutations=4, crossovers=8, mutation_prob=0.2)
+    evolution = Evolution(config, layers, choices, lambda path: float(sum(path)), None, seed=3)
+    calls = []
+    for name in ("_mutate", "_cross"):
+        make = getattr(evolution, name)
+
+        def spy(parents, make=make, name=name):
+            child = make(parents)
+            scores = sorted((e.fitness for e in evolution.archive.values()), reverse=True)
+            calls.append((name, [fitness(p) for p in parents], scores[:k], child))
+            return child
+        setattr(evolution, name, spy)
+    for _ in range(config.generations):
+        evolution.evaluate_generation(fitness)
+        # top() is the k best of the whole archive, best first.
+        assert [e.fitness for e in evolution.top()] == sorted(
+            (e.fitness for e in evolution.archive.values()), reverse=True)[:k]
+    assert {name for name, *_ in calls} == {"_mutate", "_cross"}
+    for name, parent_scores, best_scores, child in calls:
+        assert sorted(parent_scores, reverse=True) == best_scores  # exactly the top-k, each once
+        if name == "_cross" and all(score >= 10 for score in best_scores):
+            assert child[0] == 0  # a crossover child takes each gene from a top-k parent
+    assert sum(1 for name, _, best, child in calls if name == "_cross" and min(best) >= 10) >= 8
+
+
 def _tiny_data(tmp_path):
     root = tmp_path / "ds"
     if not root.exists():

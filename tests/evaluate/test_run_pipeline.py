@@ -39,6 +39,7 @@ def toy_config(tmp_path):
 
 
 def test_run_end_to_end_then_rerun_reuses_every_stage(tmp_path, toy_config, capsys):
+    """Guards against (among others): a verdict that does not follow the student's fraction of the teacher."""
     out = tmp_path / "job"
     assert main(["--config", str(toy_config), "--out", str(out), "--quiet"]) == 0
     first = capsys.readouterr().out

@@ -25,6 +25,7 @@ def test_zero_iterations_is_allowed_and_negative_is_not():
 
 
 def test_zero_iterations_stores_the_initial_noise_with_the_teachers_labels(tiny_teacher):
+    """Guards against (among others): a wrong per-round teacher agreement in the round stats."""
     config = SynthConfig(num_images=6, batch_size=3, rounds=2, iterations=0, canvas=30, device="cpu")
     shard = Synthesizer(tiny_teacher, config).synthesize_shard(0)
     assert shard.images.shape == (6, 1, 30, 30) and torch.equal(shard.targets, torch.tensor([0, 1, 2] * 2))

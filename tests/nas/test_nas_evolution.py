@@ -27,9 +27,9 @@ def free(path) -> float:
 def test_config_rules_and_their_messages():
     """Guards against: top_k == population refused; mutations - crossovers compared with the population."""
     EvolutionConfig(population=4, top_k=4, mutations=2, crossovers=2).check()  # the limits themselves are fine
-    with pytest.raises(ValueError, match=r"top_k must be in 1..population \(4\), got 5"):
+    with pytest.raises(ValueError, match=r"^top_k must be in 1..population \(4\), got 5$"):
         EvolutionConfig(population=4, top_k=5, mutations=0, crossovers=0).check()
-    with pytest.raises(ValueError, match="mutations \\+ crossovers must not exceed the population"):
+    with pytest.raises(ValueError, match="^mutations \\+ crossovers must not exceed the population$"):
         EvolutionConfig(population=4, top_k=2, mutations=3, crossovers=3).check()
 
 

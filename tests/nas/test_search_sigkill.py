@@ -103,3 +103,19 @@ def test_resume_after_a_kill_between_the_log_line_and_the_checkpoint(tmp_path):
     assert (torn / "log.jsonl").read_text() == (whole / "log.jsonl").read_text()
     assert (torn / "architecture.json").read_text() == (whole / "architecture.json").read_text()
     assert sorted(p.name for p in torn.iterdir()) == sorted(p.name for p in whole.iterdir())
+
+
+def test_resume_after_a_kill_past_the_last_checkpoint_writes_the_architecture(tmp_path):
+    """Guards against: a run killed after its last unit's checkpoint (while writing
+    architecture.json or the plots) that `--resume` cannot finish, or finishes differently."""
+    root = write_tiny_dataset(tmp_path / "ds", count=40, num_classes=4)
+    common = ["spos", "--data", str(root), *FAST, *SETTINGS["spos"]]
+    out = tmp_path / "run"
+    assert main(common + ["--out", str(out)]) == 0
+    architecture = (out / "architecture.json").read_text()
+    log = (out / "log.jsonl").read_text()
+    (out / "architecture.json").unlink()  # the state a kill right after the last checkpoint leaves
+    (out / "evolution.png").unlink()
+    assert main(common + ["--out", str(out), "--resume"]) == 0
+    assert (out / "architecture.json").read_text() == architecture
+    assert (out / "log.jsonl").read_text() == log and (out / "evolution.png").stat().st_size > 0

@@ -222,7 +222,8 @@ def test_console_script_end_to_end_and_kill_resume(tmp_path):
     assert (out / "evolution.png").stat().st_size > 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in records] == ["supernet", "supernet", "evolution", "evolution"]
-    assert all(c["mflops"] <= 0.06 for r in records[2:] for c in r["candidates"])
+    candidates = [c for r in records[2:] for c in r["candidates"]]
+    assert len(candidates) >= 6 and all(c["mflops"] <= 0.06 for c in candidates)  # (vacuous if none)
 
     split = ["--out", "split"]
     stopped = subprocess.run(_console() + common + split + ["--stop-after", "3"], cwd=tmp_path,

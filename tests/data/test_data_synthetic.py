@@ -47,7 +47,7 @@ def test_manifest_fields_and_shard_verification(make_synthetic):
     manifest = read_manifest(root)
     assert manifest.complete and manifest.num_images == 8 and manifest.images_written == 8
     assert manifest.teacher.flip_ok is False and manifest.teacher.mean == (0.5,)
-    assert all(verify_shard(root, entry) for entry in manifest.shards)
+    assert len(manifest.shards) == 2 and all(verify_shard(root, entry) for entry in manifest.shards)
     wrong = ShardEntry(file=manifest.shards[0].file, index=0, count=4, sha256="f" * 64)
     assert not verify_shard(root, wrong)
     (root / manifest.shards[1].file).unlink()

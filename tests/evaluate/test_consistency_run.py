@@ -138,6 +138,7 @@ def test_sample_is_seeded_distinct_and_spread_over_macs(tmp_path, space):
     assert len({json.dumps(a.choices) for a in archs}) == 5
     macs = [a.macs for a in archs]
     assert macs == sorted(macs) and macs[0] < macs[-1]
+    assert len(dicts) == len(archs)  # (an empty `dicts` made the next line pass vacuously)
     assert all(d["space"] == space and d["derived"]["flops"] == a.macs for a, d in zip(archs, dicts.values()))
     other, _ = sample_architectures(StudyConfig(space=space, num_archs=5, candidates=200, seed=2), tmp_path)
     assert [a.choices for a in other] != [a.choices for a in archs]

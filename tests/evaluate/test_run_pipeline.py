@@ -6,6 +6,7 @@ import json
 import pytest
 
 from dfnas.cli.run import main
+from dfnas.evaluate.pipeline import GOOD_FRACTION, USABLE_FRACTION
 
 TOY = """
 num_images = 200
@@ -38,6 +39,7 @@ def toy_config(tmp_path):
 
 
 def test_run_end_to_end_then_rerun_reuses_every_stage(tmp_path, toy_config, capsys):
+    """Guards against (among others): a verdict that does not follow the student's fraction of the teacher."""
     out = tmp_path / "job"
     assert main(["--config", str(toy_config), "--out", str(out), "--quiet"]) == 0
     first = capsys.readouterr().out
@@ -46,7 +48,12 @@ def test_run_end_to_end_then_rerun_reuses_every_stage(tmp_path, toy_config, caps
     student = summary["student"]
     assert 0.9 < student["teacher_accuracy"] <= 1.0  # the bundled teacher, scored on the real digits
     assert student["fraction_of_teacher"] == pytest.approx(student["test_accuracy"] / student["teacher_accuracy"])
-    assert summary["verdict"].split(":")[0] in ("worked", "partly worked", "did not work well")
+    # The verdict follows the student's fraction of the teacher (formerly: any of the three passed).
+    fraction = student["fraction_of_teacher"]
+    expected = ("worked" if fraction >= GOOD_FRACTION else
+                "partly worked" if fraction >= USABLE_FRACTION else "did not work well")
+    assert summary["verdict"].split(":")[0] == expected
+    assert f"{student['test_accuracy']:.1%}" in summary["verdict"] and f"{fraction:.0%}" in summary["verdict"]
     report = (out / "report.md").read_text()
     assert summary["verdict"] in report and "search/architecture.json" in report
     assert json.loads((out / "train" / "architecture.json").read_text()) == json.loads(

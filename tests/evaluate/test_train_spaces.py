@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from dfnas.evaluate.config import TrainConfig
 from dfnas.evaluate.run import train_architecture
 from dfnas.nas.arch import Architecture
+from dfnas.nas.search_data import load_search_data
 
 from train_helpers import SPACES, save_architecture, write_dataset
 
@@ -19,6 +20,8 @@ from train_helpers import SPACES, save_architecture, write_dataset
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("space", SPACES)
 def test_train_and_export_each_space(space, tmp_path):
+    """Guards against (among others): a wrong synthetic val agreement (other split, other labels,
+    weights before the last step)."""
     data = write_dataset(tmp_path / "data")
     arch_path = save_architecture(tmp_path / "arch.json", space)
     out = tmp_path / "out"
@@ -34,7 +37,6 @@ def test_train_and_export_each_space(space, tmp_path):
     assert arch == Architecture.load(arch_path)
     assert (result["macs"], result["params"]) == (arch.derived["flops"], arch.derived["params"])
     assert result["test_accuracy"] is None and "not the 10 MNIST digits" in result["test_note"]
-    assert 0.0 <= result["synthetic_val_agreement"] <= 1.0
     assert result["training"]["steps"] == 8 and result["latency_ms"] > 0
     assert result["data"]["sha256_of"] == "manifest.json" and result["loss"]["kind"] == "kl_soft_labels"
     assert result["export"]["torchscript"]["method"] == ("trace" if space == "darts" else "script")
@@ -49,5 +51,11 @@ def test_train_and_export_each_space(space, tmp_path):
     onnx_out = ReferenceEvaluator(onnx.load(str(out / "model.onnx"))).run(None, {"images": x.numpy()})[0]
     torch.testing.assert_close(scripted, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=0)
+    # The val agreement is the saved network's top-1 agreement with the stored teacher labels on the
+    # held-out split, counted here (formerly only `0 <= agreement <= 1`, which cannot fail).
+    val = load_search_data(str(data), torch.device("cpu"), config.val_fraction).val
+    with torch.no_grad():
+        agreeing = sum(int((model(b.images).argmax(1) == b.soft_labels.argmax(1)).sum()) for b in val.fixed_batches(7))
+    assert len(val) > 0 and result["synthetic_val_agreement"] == agreeing / len(val)
     for name in ("torchscript", "onnx"):
         assert result["export"][name]["ok"] and result["export"][name]["max_abs_diff"] <= 1e-4

@@ -40,19 +40,47 @@ def one_hot_alphas(gene: list[tuple[str, int]]) -> torch.Tensor:
     return alphas
 
 
-def test_derive_genotype_keeps_two_strongest_non_none_edges_per_node():
+def _alphas_and_gene(spec) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+    """Alphas where, per node, edge `strong` carries op_a at 5, edge `weaker` op_b at 3, and
+    `none` dominates every edge; and the gene DARTS must derive from them."""
     alphas = torch.zeros(NUM_EDGES, len(PRIMITIVES))
     alphas[:, PRIMITIVES.index("none")] = 10.0  # `none` dominating must not matter
-    expected = []
-    for node, (strong, weaker, op_a, op_b) in enumerate(
-            [(1, 0, "sep_conv_3x3", "max_pool_3x3"), (2, 0, "dil_conv_5x5", "skip_connect"),
-             (3, 1, "avg_pool_3x3", "sep_conv_5x5"), (4, 2, "dil_conv_3x3", "sep_conv_3x3")]):
+    gene = []
+    for node, (strong, weaker, op_a, op_b) in enumerate(spec):
         alphas[edge_offset(node) + strong, PRIMITIVES.index(op_a)] = 5.0
         alphas[edge_offset(node) + weaker, PRIMITIVES.index(op_b)] = 3.0
-        expected += [(op_a, strong), (op_b, weaker)]
-    genotype = derive_genotype(alphas, alphas.flip(0))
-    assert genotype.normal == expected
-    assert genotype.normal_concat == [2, 3, 4, 5]
+        gene += [(op_a, strong), (op_b, weaker)]
+    return alphas, gene
+
+
+NORMAL_SPEC = [(1, 0, "sep_conv_3x3", "max_pool_3x3"), (2, 0, "dil_conv_5x5", "skip_connect"),
+               (3, 1, "avg_pool_3x3", "sep_conv_5x5"), (4, 2, "dil_conv_3x3", "sep_conv_3x3")]
+# Different edges and ops on every node: a reduce cell derived from the normal alphas cannot pass.
+REDUCE_SPEC = [(0, 1, "max_pool_3x3", "dil_conv_3x3"), (1, 2, "skip_connect", "avg_pool_3x3"),
+               (0, 3, "sep_conv_5x5", "dil_conv_5x5"), (3, 0, "skip_connect", "sep_conv_5x5")]
+
+
+def test_derive_genotype_keeps_two_strongest_non_none_edges_per_node():
+    """Guards against: a reduce cell derived from the normal alphas (or the normal from the reduce)."""
+    normal, expected_normal = _alphas_and_gene(NORMAL_SPEC)
+    reduce, expected_reduce = _alphas_and_gene(REDUCE_SPEC)
+    genotype = derive_genotype(normal, reduce)
+    assert genotype.normal == expected_normal
+    assert genotype.reduce == expected_reduce
+    assert genotype.normal_concat == genotype.reduce_concat == [2, 3, 4, 5]
+
+
+def test_search_network_derives_each_cell_from_its_own_alphas():
+    """Guards against: the search network's genotype() reading the normal alphas for the reduce
+    cell (the architecture a DARTS search writes)."""
+    net = DartsSearchNetwork(DartsConfig.tiny(input_size=8))
+    normal, expected_normal = _alphas_and_gene(NORMAL_SPEC)
+    reduce, expected_reduce = _alphas_and_gene(REDUCE_SPEC)
+    with torch.no_grad():
+        net.alphas_normal.copy_(normal)
+        net.alphas_reduce.copy_(reduce)
+    genotype = net.genotype()
+    assert (genotype.normal, genotype.reduce) == (expected_normal, expected_reduce)
 
 
 def test_search_network_parameters_split_and_copy_keeps_alphas():

@@ -2,6 +2,8 @@
 report, and a tiny end-to-end search that resumes to the same genotype."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -130,3 +132,47 @@ def test_end_to_end_and_resume_give_the_same_genotype(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def _applied_arch_gradients(search: DartsSearch) -> list[dict]:
+    """Runs both epochs of `search`; for each architecture step returns the gradient the alphas'
+    Adam applied, next to the second-order hypergradient (`Architect.hypergradient`, checked
+    against autograd above) and the first-order gradient at the same weights and batches."""
+    architect, steps = search.architect, []
+    original = architect.step
+
+    def spy(train_batch, arch_batch):
+        second = architect.hypergradient(train_batch, arch_batch)  # no side effects: cloned buffers
+        model = copy.deepcopy(search.model)  # a forward in training mode moves BN statistics
+        first = torch.autograd.grad(search.trainer.loss(model, arch_batch, allow_fp16=False),
+                                    list(model.arch_parameters()))
+        original(train_batch, arch_batch)
+        applied = [p.grad.detach().clone() for p in search.model.arch_parameters()]
+        steps.append({"applied": applied, "second": second, "first": first})
+
+    architect.step = spy
+    for unit in range(search.num_units):
+        search.run_unit(unit, lambda n: None)
+    return steps
+
+
+def test_order_2_search_steps_the_alphas_with_the_second_order_hypergradient(tmp_path):
+    """Guards against: order=2 silently running the first-order step (a flag not passed on, or
+    `Architect.step` ignoring it)."""
+    settings = {"steps_per_epoch": 1, "calib_batches": 1}  # epoch 1: weights only (momentum buffers exist)
+    second, _ = _tiny_search(tmp_path, order=2, **settings)
+    second_steps = _applied_arch_gradients(second)
+    first, _ = _tiny_search(tmp_path, order=1, **settings)
+    first_steps = _applied_arch_gradients(first)
+    assert len(second_steps) == len(first_steps) == 1
+    for step in second_steps:
+        for applied, want, naive in zip(step["applied"], step["second"], step["first"]):
+            torch.testing.assert_close(applied, want, rtol=1e-5, atol=1e-7)
+            # The implicit term is not negligible here, so a first-order step cannot pass the above.
+            assert (want - naive).norm() > 0.2 * naive.norm()
+    for step in first_steps:
+        for applied, naive in zip(step["applied"], step["first"]):
+            torch.testing.assert_close(applied, naive, rtol=1e-5, atol=1e-7)
+    # Same seed, same batches, same first-epoch weights: only the order differs, and the alphas show it.
+    assert not torch.allclose(second.model.alphas_normal, first.model.alphas_normal, rtol=0, atol=1e-6)
+    torch.testing.assert_close(second_steps[0]["first"][0], first_steps[0]["first"][0], rtol=0, atol=0)

@@ -2,6 +2,7 @@
 search through the console script."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -15,10 +16,12 @@ from dfnas.nas.profile import cost_table
 from dfnas.nas.search_data import load_search_data
 from dfnas.nas.spaces.spos import SposConfig, SposSupernet
 from dfnas.nas.strategies import SposSearch, SposSearchConfig
-from dfnas.nas.strategies.evaluator import batch_norms, recalibrate_bn
+from dfnas.nas.strategies.evaluator import PathEvaluator, batch_norms, recalibrate_bn
 from dfnas.nas.strategies.evolution import Evolution, EvolutionConfig
 from dfnas.data.images import Batch
 from dfnas.device import Precision
+from dfnas.nas.loss import LossConfig
+from dfnas.nas.trainer import Trainer
 
 from test_search_data import write_tiny_dataset
 
@@ -63,6 +66,63 @@ def test_bn_recalibration_gives_the_exact_statistics():
         torch.testing.assert_close(bn.running_mean, means[bn], rtol=1e-10, atol=1e-12)
 
 
+def _recalibrated_score(model, forward, trainer, calibration, val) -> dict:
+    """What scoring one path means: exact BN statistics from `calibration`, then eval on `val`."""
+    recalibrate_bn(model, forward, calibration, trainer.precision)
+    model.eval()
+    try:
+        return trainer.evaluate(forward, val)
+    finally:
+        model.train()
+
+
+def test_path_evaluator_recalibrates_bn_before_scoring():
+    """Guards against: the evaluator skipping BN recalibration, or recalibrating after scoring."""
+    model = SposSupernet(TINY).train()
+    path = (2, 0, 1, 3, 1)
+
+    def batch(scale: float) -> Batch:
+        return Batch(scale * torch.randn(8, 1, 8, 8), torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    calibration, val = [batch(1.0) for _ in range(2)], [batch(1.0) for _ in range(2)]
+    with torch.no_grad():  # statistics of another input distribution, as another path would leave
+        model(3 * torch.randn(16, 1, 8, 8) + 2, path)
+    trainer = Trainer(LossConfig(), CPU)
+    forward = lambda m: (lambda x: m(x, path))  # noqa: E731
+    stale = copy.deepcopy(model).eval()
+    stale_metrics = trainer.evaluate(forward(stale), val)
+    reference = copy.deepcopy(model)
+    want = _recalibrated_score(reference, forward(reference), trainer, calibration, val)
+    assert abs(want["kl"] - stale_metrics["kl"]) > 1e-3  # the stale statistics change the score
+
+    got = PathEvaluator(model, trainer, calibration, val, metric="kl")(forward(model))
+    assert got["kl"] == pytest.approx(want["kl"], rel=1e-6) and got["fitness"] == -got["kl"]
+    assert got["agreement"] == want["agreement"]
+    assert model.training  # the model's mode is restored
+    for bn, ref in zip(batch_norms(model), batch_norms(reference)):
+        torch.testing.assert_close(bn.running_mean, ref.running_mean, rtol=1e-6, atol=1e-7)
+
+
+def test_spos_generation_scores_each_candidate_after_its_own_recalibration(tmp_path):
+    """Guards against: a generation scoring candidates with BN statistics left by the previous
+    path (recalibration skipped or done after scoring)."""
+    _, data = _tiny_data(tmp_path)
+    config = SposSearchConfig(space_preset="tiny", epochs=1, steps_per_epoch=2, batch_size=8, calib_batches=2,
+                              calib_batch_size=8, val_batch_size=8, fitness="kl",
+                              evolution=EvolutionConfig(population=3, top_k=1, generations=1, mutations=0,
+                                                        crossovers=0))
+    search = SposSearch(config, data, CPU)
+    search.run_unit(0, lambda n: None)
+    supernet = copy.deepcopy(search.model)  # scoring changes only BN statistics, which each score resets
+    record = search.run_unit(1, lambda n: None)
+    assert len(record["candidates"]) == 3
+    for candidate in record["candidates"]:
+        path = tuple(candidate["path"])
+        want = _recalibrated_score(supernet, lambda x: supernet(x, path), search.trainer,
+                                   search.evaluator.calibration, search.evaluator.val)
+        assert candidate["kl"] == pytest.approx(want["kl"], rel=1e-6)
+        assert candidate["fitness"] == pytest.approx(-want["kl"], rel=1e-6)
+
+
 def test_evolution_respects_the_flops_limit():
     table = cost_table("spos", TINY)
     mflops = lambda path: table.cost(list(path)) / 1e6  # noqa: E731
@@ -79,6 +139,39 @@ def test_evolution_respects_the_flops_limit():
     assert evolution.best().mflops <= limit
     assert evolution.best().fitness == max(e.fitness for e in evolution.archive.values())
     assert evolution.best().mflops > low / 1e6  # it did climb toward the limit
+
+
+def test_evolution_breeds_only_from_the_top_k():
+    """Guards against: parents drawn from the whole archive (or the last generation) instead of the
+    top-k of everything evaluated."""
+    layers, choices, k = 6, 4, 3
+
+    def fitness(path):  # distinct values; every path with gene 0 == 0 beats every other path
+        return 10.0 * (path[0] == 0) + sum(g * choices ** i for i, g in enumerate(path)) / choices ** layers
+
+    config = EvolutionConfig(population=16, top_k=k, generations=4, mutations=4, crossovers=8, mutation_prob=0.2)
+    evolution = Evolution(config, layers, choices, lambda path: float(sum(path)), None, seed=3)
+    calls = []
+    for name in ("_mutate", "_cross"):
+        make = getattr(evolution, name)
+
+        def spy(parents, make=make, name=name):
+            child = make(parents)
+            scores = sorted((e.fitness for e in evolution.archive.values()), reverse=True)
+            calls.append((name, [fitness(p) for p in parents], scores[:k], child))
+            return child
+        setattr(evolution, name, spy)
+    for _ in range(config.generations):
+        evolution.evaluate_generation(fitness)
+        # top() is the k best of the whole archive, best first.
+        assert [e.fitness for e in evolution.top()] == sorted(
+            (e.fitness for e in evolution.archive.values()), reverse=True)[:k]
+    assert {name for name, *_ in calls} == {"_mutate", "_cross"}
+    for name, parent_scores, best_scores, child in calls:
+        assert sorted(parent_scores, reverse=True) == best_scores  # exactly the top-k, each once
+        if name == "_cross" and all(score >= 10 for score in best_scores):
+            assert child[0] == 0  # a crossover child takes each gene from a top-k parent
+    assert sum(1 for name, _, best, child in calls if name == "_cross" and min(best) >= 10) >= 8
 
 
 def _tiny_data(tmp_path):
@@ -129,7 +222,8 @@ def test_console_script_end_to_end_and_kill_resume(tmp_path):
     assert (out / "evolution.png").stat().st_size > 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in records] == ["supernet", "supernet", "evolution", "evolution"]
-    assert all(c["mflops"] <= 0.06 for r in records[2:] for c in r["candidates"])
+    candidates = [c for r in records[2:] for c in r["candidates"]]
+    assert len(candidates) >= 6 and all(c["mflops"] <= 0.06 for c in candidates)  # (vacuous if none)
 
     split = ["--out", "split"]
     stopped = subprocess.run(_console() + common + split + ["--stop-after", "3"], cwd=tmp_path,

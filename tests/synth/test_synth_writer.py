@@ -104,6 +104,6 @@ def test_the_readers_accept_what_the_writer_wrote(tmp_path):
 
     synthesize_dataset(TINY, tmp_path / "out", teacher=make_tiny_teacher())
     manifest = read_manifest(tmp_path / "out")
-    assert all(verify_shard(tmp_path / "out", entry) for entry in manifest.shards)
+    assert manifest.shards and all(verify_shard(tmp_path / "out", entry) for entry in manifest.shards)
     image, soft_label = SyntheticDataset(tmp_path / "out", split="train")[0][:2]
     assert image.shape == (1, 28, 28) and soft_label.shape == (10,)

@@ -10,8 +10,7 @@ A model whose predictions are constant has tau undefined; it counts as 0 (no ran
 
 Pool (names are the `--predictors` values):
 - `rbf`: cubic radial basis functions with a linear tail (scipy `RBFInterpolator`; pySOT's
-  model in MSuNAS), lightly smoothed so that noisy targets do not blow it up; linear ones with a
-  constant tail while the archive has no more points than the encoding has dimensions;
+  model in MSuNAS), lightly smoothed so that noisy targets do not blow it up;
 - `gp`: Gaussian process, RBF kernel + white noise, normalized targets (scikit-learn);
 - `mlp`: two hidden layers (scikit-learn `MLPRegressor`, Adam, early stopping off: the archive
   is too small to split again);
@@ -37,23 +36,33 @@ class Regressor(Protocol):
 
 
 class RbfRegressor:
-    """scipy's `RBFInterpolator` behind the fit/predict interface of the others."""
+    """scipy's `RBFInterpolator` (cubic kernel, linear tail) behind the fit/predict interface.
+
+    The tail's monomials must have full column rank, and one-hot blocks never do (every layer's
+    block sums to the constant). So the points are expressed in an orthonormal basis of their own
+    affine hull: pairwise distances, all the kernel sees, are unchanged, the tail has full rank,
+    and n points always suffice for it (the hull has at most n - 1 dimensions).
+    """
 
     def __init__(self, smoothing: float = 1e-3):
         self.smoothing = smoothing
-        self.model = None
+
+    def _project(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.center) @ self.basis
 
     def fit(self, features: np.ndarray, targets: np.ndarray) -> "RbfRegressor":
         from scipy.interpolate import RBFInterpolator
 
-        # The cubic kernel needs a linear tail, which needs more points than dimensions; a
-        # smaller archive gets the linear kernel with a constant tail (valid at degree 0).
-        kernel, degree = ("cubic", 1) if len(features) > features.shape[1] else ("linear", 0)
-        self.model = RBFInterpolator(features, targets, kernel=kernel, degree=degree, smoothing=self.smoothing)
+        self.center = features.mean(axis=0)
+        _, singular, rows = np.linalg.svd(features - self.center, full_matrices=False)
+        rank = max(1, int((singular > 1e-9 * max(float(singular.max(initial=0.0)), 1.0)).sum()))
+        self.basis = rows[:rank].T
+        self.model = RBFInterpolator(self._project(features), targets, kernel="cubic", degree=1,
+                                     smoothing=self.smoothing)
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.model(features)
+        return self.model(self._project(features))
 
 
 def make_predictor(name: str, seed: int) -> Regressor:

@@ -68,7 +68,8 @@ def run(argv: list[str] | None) -> int:
     quality = "" if score is None else f"; val {metric} {score:.3f}" + (" (see the warning)" if result.warnings else "")
     front = ""
     if "front_size" in result.metrics:
-        front = (f"; front of {result.metrics['front_size']} architectures -> {out}/front/, hypervolume "
+        size = result.metrics["front_size"]
+        front = (f"; front of {size} architecture{'' if size == 1 else 's'} -> {out}/front/, hypervolume "
                  f"{result.metrics['hypervolume']:.4f}")
     echo(f"dfnas-search: {name} winner -> {out}/architecture.json ({arch.derived['flops'] / 1e6:.4g} MMACs, "
          f"{arch.derived['params'] / 1e3:.1f}k params){quality}{front}; {result.seconds:.0f} s")

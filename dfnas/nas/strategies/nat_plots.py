@@ -14,7 +14,7 @@ def front_plot(path: Path, costs: Sequence[float], scores: Sequence[float], iter
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     points = ax.scatter(costs, scores, c=iterations, cmap="viridis", s=18, alpha=0.8)
-    fig.colorbar(points, ax=ax, label="iteration (0: initial sample)")
+    fig.colorbar(points, ax=ax, label="iteration (0: initial sample)", ticks=sorted(set(iterations)))
     ax.step([costs[i] for i in front], [scores[i] for i in front], where="post", color="tab:red",
             marker="o", markersize=4, label=f"Pareto front ({len(front)})")
     ax.scatter([costs[chosen]], [scores[chosen]], marker="*", s=220, color="tab:orange", zorder=3,
@@ -37,6 +37,7 @@ def progress_plot(path: Path, iterations: Sequence[int], hypervolume: Sequence[f
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(iterations, hypervolume, marker="o", color="tab:blue", label="hypervolume")
     ax.set_xlabel("iteration")
+    ax.set_xticks(list(iterations))
     ax.set_ylabel("hypervolume (normalized objectives)", color="tab:blue")
     twin = ax.twinx()
     fitted = [(i, t) for i, t in zip(iterations, taus) if t is not None]

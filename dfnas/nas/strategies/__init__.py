@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dfnas.nas.strategies.base import SearchConfig, SearchOutcome, Strategy, run_search
 from dfnas.nas.strategies.darts import DARTS_TINY, DartsSearch, DartsSearchConfig
-from dfnas.nas.strategies.nat import NAT_TINY, NatSearch, NatSearchConfig
+from dfnas.nas.strategies.nat import NatSearch
+from dfnas.nas.strategies.nat_config import NAT_TINY, NatSearchConfig
 from dfnas.nas.strategies.proxyless import PROXYLESS_TINY, ProxylessSearch, ProxylessSearchConfig
 from dfnas.nas.strategies.spos import SPOS_TINY, SposSearch, SposSearchConfig
 

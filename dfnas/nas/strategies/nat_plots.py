@@ -7,6 +7,12 @@ from typing import Sequence
 from dfnas.nas.strategies.plots import _pyplot
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def front_plot(path: Path, costs: Sequence[float], scores: Sequence[float], iterations: Sequence[int],
                front: Sequence[int], chosen: int, limit: float | None, xlabel: str, ylabel: str) -> None:
     """Every archive member (colour: the iteration that added it; 0 = initial sample), the front
@@ -14,7 +20,7 @@ def front_plot(path: Path, costs: Sequence[float], scores: Sequence[float], iter
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     points = ax.scatter(costs, scores, c=iterations, cmap="viridis", s=18, alpha=0.8)
-    fig.colorbar(points, ax=ax, label="iteration (0: initial sample)", ticks=sorted(set(iterations)))
+    fig.colorbar(points, ax=ax, label="iteration (0: initial sample)", ticks=_integer_ticks())
     ax.step([costs[i] for i in front], [scores[i] for i in front], where="post", color="tab:red",
             marker="o", markersize=4, label=f"Pareto front ({len(front)})")
     ax.scatter([costs[chosen]], [scores[chosen]], marker="*", s=220, color="tab:orange", zorder=3,
@@ -37,7 +43,7 @@ def progress_plot(path: Path, iterations: Sequence[int], hypervolume: Sequence[f
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(iterations, hypervolume, marker="o", color="tab:blue", label="hypervolume")
     ax.set_xlabel("iteration")
-    ax.set_xticks(list(iterations))
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("hypervolume (normalized objectives)", color="tab:blue")
     twin = ax.twinx()
     fitted = [(i, t) for i, t in zip(iterations, taus) if t is not None]

@@ -52,8 +52,8 @@ def test_selection_keeps_the_best_of_the_whole_pool():
     assert set(selection.taus) == set(PREDICTOR_NAMES)
     assert selection.tau == max(selection.taus.values())
     # Deterministic: the same folds and seeds give the same taus (a resumed search refits alike).
-    again = select_predictor(features, targets, factories, folds=5, seed=0)
-    assert again.taus == selection.taus
+    again = select_predictor(features, targets, {"gp": factories["gp"], "mlp": factories["mlp"]}, folds=5, seed=0)
+    assert again.taus == {"gp": selection.taus["gp"], "mlp": selection.taus["mlp"]}
 
 
 def test_cross_validation_is_out_of_fold():

@@ -34,7 +34,8 @@ from dfnas.nas.strategies.nat_config import NatSearchConfig
 from dfnas.nas.strategies.nat_costs import Costs, latency_table
 from dfnas.nas.strategies.nat_front import hypervolume, non_dominated, spread_picks
 from dfnas.nas.strategies.nat_nsga import nsga2
-from dfnas.nas.strategies.nat_predictors import Regressor, kendall_tau, make_predictor, one_hot, select_predictor
+from dfnas.nas.strategies.nat_predictors import (Regressor, kendall_tau, make_predictor, one_blas_thread, one_hot,
+                                                 select_predictor)
 from dfnas.nas.strategies.spos import SposSearch
 
 SAMPLING_TRIES = 100  # uniform draws per wanted architecture before giving up
@@ -139,9 +140,11 @@ class NatSearch:
             return np.stack([error, *(self.costs.of(genomes, c) for c in self.costs.objectives)], axis=1)
 
         front = self.archive.paths()[self.front()]
-        population = nsga2(self.space_config.num_layers, num_choices, objectives, 1 + len(self.costs.objectives),
-                           self.costs.violations if self.costs.limits else None, len(self.costs.limits), front,
-                           self.config.nsga_population, self.config.nsga_generations, seed)
+        with one_blas_thread():
+            population = nsga2(self.space_config.num_layers, num_choices, objectives,
+                               1 + len(self.costs.objectives), self.costs.violations if self.costs.limits else None,
+                               len(self.costs.limits), front, self.config.nsga_population,
+                               self.config.nsga_generations, seed)
         new_by_genome: dict[tuple[int, ...], int] = {}  # first population index of each new feasible genome
         for i, genome in enumerate(population.genomes):
             key = tuple(genome.tolist())

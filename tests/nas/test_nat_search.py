@@ -17,7 +17,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from dfnas.cli.search import main
 from dfnas.nas.arch import Architecture
-from dfnas.nas.profile import cost_table
+from dfnas.nas.profile import build_latency_table, cost_table
 from dfnas.nas.spaces.spos import SposConfig
 
 from test_nat_front import brute_force_front
@@ -93,6 +93,26 @@ def test_end_to_end_front_is_non_dominated_and_within_the_constraint(tmp_path, c
         assert len(record["picks"]) == 3 and 0.0 <= record["hypervolume"] <= 1.01 ** 2
     history = json.loads((out / "hypervolume.json").read_text())["history"]
     assert [h["iteration"] for h in history] == [0, 1, 2]
+
+
+def test_many_objectives_with_a_latency_table(tmp_path):
+    table = build_latency_table("spos", SposConfig.tiny(1, 8, 4), repeats=2, warmup=1)
+    table.save(tmp_path / "latency.json")
+    out = tmp_path / "run"
+    argv = ["nat", "--data", str(_dataset(tmp_path)), "--out", str(out), "--objectives", "macs,params,latency",
+            "--latency-table", str(tmp_path / "latency.json"), "--iterations", "1", *SMALL, *FAST_PREDICTORS]
+    assert main(argv) == 0
+    archive = json.loads((out / "archive.json").read_text())["members"]
+    objectives = np.array([[1 - m["agreement"], m["costs"]["macs"], m["costs"]["params"], m["costs"]["latency"]]
+                           for m in archive])
+    on_front = [i for i, m in enumerate(archive) if m["front_file"]]
+    assert on_front == brute_force_front(objectives)
+    # front/NN.json are numbered by increasing MACs (the first objective).
+    by_file = sorted(on_front, key=lambda i: archive[i]["front_file"])
+    assert [objectives[i, 1] for i in by_file] == sorted(objectives[on_front, 1])
+    chosen = json.loads((out / "architecture.json").read_text())
+    assert chosen["derived"]["latency_ms"] == pytest.approx(table.cost(chosen["choices"]))
+    assert len(json.loads((out / "hypervolume.json").read_text())["cost_bounds"]) == 3
 
 
 def test_resume_after_a_clean_stop_gives_the_same_front(tmp_path):

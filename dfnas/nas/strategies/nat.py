@@ -123,7 +123,7 @@ class NatSearch:
         if self._rescores():
             for index, member in enumerate(list(self.archive.members)):
                 scores = self._evaluate(member.path)
-                self.archive.rescored(index, scores["agreement"], scores["kl"])
+                self.archive.rescore(index, scores["agreement"], scores["kl"])
                 progress(1)
         return {"phase": "nat", "predictor": selection.name, "predictor_tau": selection.tau,
                 "predictor_taus": selection.taus,

@@ -56,7 +56,7 @@ class Archive:
             raise ValueError(f"architecture {list(member.path)} is already in the archive")
         self.members.append(member)
 
-    def rescored(self, index: int, agreement: float, kl: float) -> None:
+    def rescore(self, index: int, agreement: float, kl: float) -> None:
         self.members[index] = dataclasses.replace(self.members[index], agreement=agreement, kl=kl)
 
     def paths(self) -> np.ndarray:

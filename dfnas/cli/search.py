@@ -1,12 +1,12 @@
 """`dfnas-search`: search an architecture on a synthetic dataset (soft labels) or real MNIST.
 
-    dfnas-search {darts,spos,proxyless} --data DIR|mnist [--out DIR] [--config FILE] [flags]
+    dfnas-search {darts,spos,proxyless,nat} --data DIR|mnist [--out DIR] [--config FILE] [flags]
 
 Settings are layered: `--preset` (tiny: minutes on a CPU; reference: the published
 hyperparameters and space sizes), then `--config FILE` (TOML, same keys as the flags), then flags.
 Writes to `--out`: config.json, log.jsonl (one record per epoch/generation), checkpoint.pt (after
 every unit; `--resume` continues), architecture.json (buildable with `dfnas.nas.arch`) and PNG
-plots. Bad input ends with one line on stderr and exit code 2.
+plots; NAT adds its Pareto front (front/*.json) and archive (archive.json, archive.csv). Bad input ends with one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -66,8 +66,13 @@ def run(argv: list[str] | None) -> int:
     score = result.metrics.get(metric, result.metrics.get("agreement"))
     echo(f"plots: {', '.join(str(p) for p in result.plots)}")
     quality = "" if score is None else f"; val {metric} {score:.3f}" + (" (see the warning)" if result.warnings else "")
+    front = ""
+    if "front_size" in result.metrics:
+        size = result.metrics["front_size"]
+        front = (f"; front of {size} architecture{'' if size == 1 else 's'} -> {out}/front/, hypervolume "
+                 f"{result.metrics['hypervolume']:.4f}")
     echo(f"dfnas-search: {name} winner -> {out}/architecture.json ({arch.derived['flops'] / 1e6:.4g} MMACs, "
-         f"{arch.derived['params'] / 1e3:.1f}k params){quality}; {result.seconds:.0f} s")
+         f"{arch.derived['params'] / 1e3:.1f}k params){quality}{front}; {result.seconds:.0f} s")
     return 0
 
 

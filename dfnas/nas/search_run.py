@@ -76,6 +76,7 @@ class SearchResult:
     seconds: float
     metrics: dict  # the strategy's final_metrics(): the winner's or supernet's score, arch entropy
     warnings: list[str]  # search_health: near chance, architecture weights that never moved
+    results: list[Path]  # files beyond architecture.json and the plots (NAT: the front, the archive)
 
 
 def search(name: str, config: Any, data_spec: str, out: str | Path, options: RunOptions = RunOptions(),
@@ -125,12 +126,15 @@ def search(name: str, config: Any, data_spec: str, out: str | Path, options: Run
         outcome = run_search(strategy, out, run_config, resume=resume, stop_after=options.stop_after,
                              progress_bar=progress_bar, echo=echo)
         plots: list[Path] = []
+        results: list[Path] = []
         if outcome.finished:
             outcome.architecture.save(out / "architecture.json")
             plots = strategy.plot(out)
+            if hasattr(strategy, "write_results"):  # strategies whose answer is more than one architecture
+                results = strategy.write_results(out)
         return SearchResult(outcome.finished, outcome.next_unit, strategy.num_units, strategy.unit_name,
                             outcome.architecture, outcome.final_record, plots, time.perf_counter() - started,
-                            strategy.final_metrics(), search_health(strategy) if outcome.finished else [])
+                            strategy.final_metrics(), search_health(strategy) if outcome.finished else [], results)
 
 
 def _data_record(data: SearchData, options: RunOptions) -> dict:

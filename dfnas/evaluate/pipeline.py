@@ -189,6 +189,17 @@ def verdict_of(student: dict) -> str:
     return f"did not work well: {numbers}; the synthetic data teaches too little (raise --iterations / --num-images)"
 
 
+def _front_lines(search: Path) -> list[str]:
+    """NAT's Pareto front, one line; nothing for strategies that give one architecture."""
+    members = sorted((search / "front").glob("*.json"))
+    if not members:
+        return []
+    sizes = [json.loads(p.read_text())["derived"] for p in members]
+    listed = ", ".join(f"`{p.name}` {d['flops'] / 1e6:.3g} MMACs / {d['params'] / 1e3:.1f}k" for p, d in zip(members, sizes))
+    return [f"- Pareto front: {len(members)} architectures in `search/front/` ({listed}); any of them can be "
+            f"distilled as `train/` was: `dfnas-train search/front/NAME.json --data data --teacher ...`."]
+
+
 def render_report(summary: dict, out: Path) -> str:
     """report.md: the verdict, then one section per stage with its numbers and figures."""
     data, student, searched = summary["data"], summary["student"], summary["search"]
@@ -209,6 +220,7 @@ def render_report(summary: dict, out: Path) -> str:
         "", "## Search (`search/`)", "",
         f"- Strategy {searched['strategy']}; winner: {derived['flops'] / 1e6:.3g} MMACs, "
         f"{derived['params'] / 1e3:.1f}k parameters (`search/architecture.json`).",
+        *_front_lines(out / "search"),
         "- Warnings: " + ("; ".join(searched.get("warnings", [])) or "none") + ".",
         "- Last log record: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in record.items()) + ".",

@@ -89,3 +89,17 @@ def test_unknown_stage_table_is_refused(tmp_path, capsys):
     assert main(["--config", str(config), "--out", str(tmp_path / "job")]) == 2
     assert "unknown setting 'serach'" in capsys.readouterr().err
     assert not (tmp_path / "job").exists()
+
+
+def test_report_lists_a_nat_front_and_nothing_for_single_winner_strategies(tmp_path):
+    """front: `dfnas-run --strategy nat` names every front member a user can pick and train."""
+    from dfnas.evaluate.pipeline import _front_lines
+
+    search = tmp_path / "search"
+    assert _front_lines(search) == []
+    (search / "front").mkdir(parents=True)
+    for name, flops, params in (("01.json", 900_000, 52_300), ("00.json", 501_248, 48_280)):
+        (search / "front" / name).write_text(json.dumps({"derived": {"flops": flops, "params": params}}))
+    (line,) = _front_lines(search)
+    assert line.startswith("- Pareto front: 2 architectures in `search/front/`")
+    assert line.index("`00.json` 0.501 MMACs / 48.3k") < line.index("`01.json` 0.9 MMACs / 52.3k")

@@ -9,47 +9,51 @@ from torch import nn
 from dfnas.nas.spaces.darts import (NUM_EDGES, NUM_NODES, DartsConfig, DartsStem, Genotype,
                                     as_genotype, cell_kinds, derive_genotype, edge_offset,
                                     make_preprocess, stem_output)
-from dfnas.nas.spaces.darts_ops import PRIMITIVES, make_op
+from dfnas.nas.spaces.darts_fused import FusedEdges
+from dfnas.nas.spaces.darts_ops import PRIMITIVES
 
 
-class MixedOp(nn.Module):
-    """One edge: `sum_k w_k * op_k(x)` over `candidates` (in `PRIMITIVES` order)."""
-
-    def __init__(self, channels: int, stride: int):
-        super().__init__()
-        candidates = []
-        for name in PRIMITIVES:
-            op = make_op(name, channels, stride, affine=False)
-            if "pool" in name:
-                # As in the reference: pools get a non-affine BN so their scale matches the convs'.
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            candidates.append(op)
-        self.candidates = nn.ModuleList(candidates)
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # `none` is skipped: it outputs zeros, so neither the sum nor any gradient changes.
-        return sum(w * op(x) for w, op, name in zip(weights, self.candidates, PRIMITIVES)
-                   if name != "none")
+def edge_groups() -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The cell's edges grouped by the states they read, in computation order: (input states,
+    target nodes). The two cell inputs feed every node; intermediate state i feeds nodes i-1..3."""
+    groups = [((0, 1), tuple(range(NUM_NODES)))]
+    return groups + [((state,), tuple(range(state - 1, NUM_NODES))) for state in range(2, NUM_NODES + 1)]
 
 
 class SearchCell(nn.Module):
+    """A cell of the supernet: every edge a softmax-weighted sum of the primitives, the edges that
+    read the same states computed together (`FusedEdges`)."""
+
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = make_preprocess(c_pp, c, reduction_prev, affine=False)
         self.preprocess1 = make_preprocess(c_p, c, False, affine=False)
-        self.edges = nn.ModuleList(
-            MixedOp(c, 2 if reduction and j < 2 else 1)
-            for node in range(NUM_NODES) for j in range(node + 2)
-        )
+        self.groups = nn.ModuleList(
+            FusedEdges(c, 2 if reduction and inputs[0] < 2 else 1, len(inputs), len(nodes))
+            for inputs, nodes in edge_groups())
+        for group, (inputs, nodes) in zip(self.groups, edge_groups()):
+            rows = [[edge_offset(node) + j for node in nodes] for j in inputs]
+            group.register_buffer("edge_rows", torch.tensor(rows), persistent=False)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for node in range(NUM_NODES):
-            offset = edge_offset(node)
-            states.append(sum(self.edges[offset + j](h, weights[offset + j])
-                              for j, h in enumerate(states)))
-        return torch.cat(states[2:], dim=1)
+        nodes: list[torch.Tensor | None] = [None] * NUM_NODES
+        for group, (inputs, targets) in zip(self.groups, edge_groups()):
+            x = states[inputs[0]] if len(inputs) == 1 else torch.cat([states[j] for j in inputs], 1)
+            out = group(x, weights[group.edge_rows])
+            for e, node in enumerate(targets):
+                nodes[node] = out[:, e] if nodes[node] is None else nodes[node] + out[:, e]
+            states.append(nodes[len(states) - 2])
+        return torch.cat(nodes, dim=1)
+
+    def candidate_state(self, node: int, j: int, name: str) -> dict[str, torch.Tensor]:
+        """Weights of candidate `name` on the edge from state `j` to node `node`, as
+        `make_op(name, ...)` names them."""
+        for group, (inputs, targets) in zip(self.groups, edge_groups()):
+            if j in inputs:
+                return group.candidate_state(inputs.index(j), targets.index(node), name)
+        raise ValueError(f"darts: no edge from state {j} to node {node}")
 
 
 class DartsSearchNetwork(nn.Module):
@@ -124,9 +128,7 @@ class DartsSearchNetwork(nn.Module):
             for position, (op, j) in enumerate(gene):
                 if "pool" in op:
                     continue  # pools keep no state in the evaluation network
-                edge = cell.edges[edge_offset(position // 2) + j]
-                candidate = edge.candidates[PRIMITIVES.index(op)]
-                for name, value in candidate.state_dict().items():
+                for name, value in cell.candidate_state(position // 2, j, op).items():
                     state[f"cells.{index}.ops.{position}.{name}"] = value
         for name, value in self.classifier.state_dict().items():
             state[f"classifier.{name}"] = value

@@ -1,0 +1,227 @@
+"""All mixed edges that leave the same cell states, computed as a few wide ops instead of many
+tiny ones.
+
+A DARTS search cell has 14 edges x 7 candidate ops, each a chain of ReLU / depthwise / pointwise /
+BN on 4-16 channels: thousands of tiny kernels per step. `FusedEdges` computes the `E` edges that
+leave each of `J` same-shaped input states (the cell's two inputs: J=2, E=4; intermediate state
+`i`: J=1) with the same math as the sum over `PRIMITIVES` of `w_k * op_k(x)`:
+
+- ReLU once per input (every conv candidate starts with ReLU of the same tensor), repeated per edge.
+- Each depthwise candidate of all `J*E` branches as one grouped convolution; the pointwise convs of
+  all branches and candidates as one grouped 1x1; one BN over the concatenation (BN is per channel,
+  so it equals the per-op BNs, running statistics included).
+- Dilated depthwise convs run undilated: oneDNN's dilated depthwise backward is 3-8x slower than
+  the undilated one here. Stride 1: the four polyphase sub-images (even/odd rows x columns) go into
+  the batch, where a dilation-2 kernel is an ordinary one. Stride 2: only the even sub-image is read.
+- Pools, BN-after-pool and identity skip read the raw input, identical for every edge of that input:
+  computed once per input and weighted per edge. `FactorizedReduce` skips (stride 2) of all branches
+  run as two grouped 1x1 convs and one BN.
+
+Parameters keep their natural shapes (no zero-padded kernels), so SGD, weight decay and gradient
+clipping see exactly the reference's numbers. `candidate_state` slices one candidate back out in
+`make_op`'s state-dict layout (for `subnet_state_dict` and the equivalence tests).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfnas.nas.spaces.darts_ops import PRIMITIVES
+
+# Columns of the mixing weights per candidate group, in `PRIMITIVES` order.
+_POOLS = [PRIMITIVES.index("max_pool_3x3"), PRIMITIVES.index("avg_pool_3x3")]
+_SKIP = PRIMITIVES.index("skip_connect")
+_SEPS = [PRIMITIVES.index("sep_conv_3x3"), PRIMITIVES.index("sep_conv_5x5")]
+_DILS = [PRIMITIVES.index("dil_conv_3x3"), PRIMITIVES.index("dil_conv_5x5")]
+# Stage-1 block order of the conv candidates: sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5.
+_CONV_NAMES = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Channels innermost: a channels-last tensor or a channel slice of one."""
+    return x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous()
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """A channel slice as its own tensor in its layout: a convolution then returns its input
+    gradient in that layout too (not NCHW, which would send the backward of everything upstream
+    down oneDNN's and BN's slow mixed-layout paths)."""
+    return x.contiguous(memory_format=torch.channels_last if _is_channels_last(x) else torch.contiguous_format)
+
+
+def repeat_per_edge(x: torch.Tensor, inputs: int, edges: int) -> torch.Tensor:
+    """(N, J*C, H, W) -> (N, J*E*C, H, W): each input's channels repeated once per edge (block
+    order input, edge), in `x`'s memory layout."""
+    if edges == 1:
+        return x
+    n, jc, h, w = x.shape
+    c = jc // inputs
+    if _is_channels_last(x):
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, inputs, 1, c).expand(n, h, w, inputs, edges, c)
+        return nhwc.reshape(n, h, w, inputs * edges * c).permute(0, 3, 1, 2)
+    return x.reshape(n, inputs, 1, c, h, w).expand(n, inputs, edges, c, h, w).reshape(n, -1, h, w)
+
+
+def to_phases(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (4N, C, ceil(H/2), ceil(W/2)): the even/odd row x column sub-images in the
+    batch (zero-padded to even size, which a zero-padded convolution cannot tell apart)."""
+    n, c, h, w = x.shape
+    x = F.pad(x, (0, w % 2, 0, h % 2))
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    if _is_channels_last(x):
+        phases = x.permute(0, 2, 3, 1).reshape(n, h2, 2, w2, 2, c).permute(2, 4, 0, 1, 3, 5)
+        return phases.reshape(4 * n, h2, w2, c).permute(0, 3, 1, 2)
+    return x.reshape(n, c, h2, 2, w2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * n, c, h2, w2)
+
+
+def from_phases(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of `to_phases` for an (N, C, H, W) original."""
+    n4, c, h2, w2 = x.shape
+    n = n4 // 4
+    if _is_channels_last(x):
+        image = x.permute(0, 2, 3, 1).reshape(2, 2, n, h2, w2, c).permute(2, 3, 0, 4, 1, 5)
+        image = image.reshape(n, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2)
+    else:
+        image = x.reshape(2, 2, n, c, h2, w2).permute(2, 3, 4, 0, 5, 1).reshape(n, c, 2 * h2, 2 * w2)
+    return image[:, :, :h, :w]
+
+
+def mix(blocks: torch.Tensor, weights: torch.Tensor, channels: int) -> torch.Tensor:
+    """sum_m weights[m, e] * blocks[m, q] for (N, M*Q*C, H, W) `blocks` of C channels in order
+    (m, q), Q = E or 1 (then shared by every e); returns (N, E, C, H, W), a view of `blocks`'s layout.
+
+    The products and the sum run on the blocks as rows of contiguous memory (NHWC or NCHW) against
+    weights expanded to the same row shape: broadcasting a weight over an inner dimension of 4-16
+    channels (or a 7-d view of a channels-last tensor) runs 3-5x slower."""
+    n, _, h, w = blocks.shape
+    m, e = weights.shape
+    if _is_channels_last(blocks):
+        rows = blocks.permute(0, 2, 3, 1).reshape(n * h * w, m, -1, channels)
+        expanded = weights.reshape(m, e, 1).expand(m, e, channels).contiguous()
+        out = (rows * expanded).sum(1)
+        return out.reshape(n, h, w, e, channels).permute(0, 3, 4, 1, 2)
+    rows = blocks.reshape(n, m, -1, channels * h * w)
+    expanded = weights.reshape(m, e, 1).expand(m, e, channels * h * w).contiguous()
+    return (rows * expanded).sum(1).reshape(n, e, channels, h, w)
+
+
+def _conv_weight(*shape: int) -> nn.Parameter:
+    # nn.Conv2d's default initialization; fan-in (shape[1] * kernel area) is the per-op one.
+    weight = nn.Parameter(torch.empty(shape))
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    return weight
+
+
+def _bn_state(bn: nn.BatchNorm2d, start: int, stop: int, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}running_mean": bn.running_mean[start:stop].clone(),
+            f"{prefix}running_var": bn.running_var[start:stop].clone(),
+            f"{prefix}num_batches_tracked": bn.num_batches_tracked.clone()}
+
+
+class FusedEdges(nn.Module):
+    """The `edges` mixed edges leaving each of `inputs` states (C channels, same shape), stride
+    `stride`. Branch `b = j * edges + e` is edge `e` of input `j`."""
+
+    def __init__(self, channels: int, stride: int, inputs: int, edges: int):
+        super().__init__()
+        self.channels, self.stride, self.inputs, self.edges = channels, stride, inputs, edges
+        c, b = channels, inputs * edges
+        self.sep3_dw1 = _conv_weight(b * c, 1, 3, 3)
+        self.sep5_dw1 = _conv_weight(b * c, 1, 5, 5)
+        self.dil3_dw = _conv_weight(b * c, 1, 3, 3)
+        self.dil5_dw = _conv_weight(b * c, 1, 5, 5)
+        self.pw1 = _conv_weight(4 * b * c, c, 1, 1)  # blocks: (candidate in _CONV_NAMES, branch)
+        self.bn1 = nn.BatchNorm2d(4 * b * c, affine=False)
+        self.sep3_dw2 = _conv_weight(b * c, 1, 3, 3)
+        self.sep5_dw2 = _conv_weight(b * c, 1, 5, 5)
+        self.pw2 = _conv_weight(2 * b * c, c, 1, 1)  # blocks: (sep_conv_3x3 / 5x5, branch)
+        self.bn2 = nn.BatchNorm2d(2 * b * c, affine=False)
+        self.pool_bn = nn.BatchNorm2d(2 * inputs * c, affine=False)  # blocks: (max / avg, input)
+        if stride == 2:
+            self.reduce1 = _conv_weight(b * c // 2, c, 1, 1)
+            self.reduce2 = _conv_weight(b * c // 2, c, 1, 1)
+            self.reduce_bn = nn.BatchNorm2d(b * c, affine=False)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """`x`: the inputs concatenated on channels (N, J*C, H, W); `weights`: (J, E, 8) mixing
+        weights in `PRIMITIVES` order. Returns the per-edge outputs summed over inputs, (N, E, C, H', W')."""
+        j, e, c, s = self.inputs, self.edges, self.channels, self.stride
+        b = j * e
+        relu_x = torch.relu(x)
+        relu = repeat_per_edge(relu_x, j, e)
+        sep1 = [F.conv2d(relu, self.sep3_dw1, None, s, 1, 1, b * c),
+                F.conv2d(relu, self.sep5_dw1, None, s, 2, 1, b * c)]
+        if s == 1:
+            phases = to_phases(relu)
+            dil = torch.cat([F.conv2d(phases, self.dil3_dw, None, 1, 1, 1, b * c),
+                             F.conv2d(phases, self.dil5_dw, None, 1, 2, 1, b * c)], 1)
+            dil = from_phases(dil, x.shape[2], x.shape[3])
+        else:
+            even = _dense(relu[:, :, ::2, ::2])
+            dil = torch.cat([F.conv2d(even, self.dil3_dw, None, 1, 1, 1, b * c),
+                             F.conv2d(even, self.dil5_dw, None, 1, 2, 1, b * c)], 1)
+        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + [dil], 1), self.pw1, None, 1, 0, 1, 4 * b))
+        # split, not slicing: its backward concatenates the gradients in the tensor's layout.
+        sep_mid, dil_out = torch.split(stage1, 2 * b * c, 1)
+        sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), b * c, 1)
+        sep2 = torch.cat([F.conv2d(_dense(sep3_mid), self.sep3_dw2, None, 1, 1, 1, b * c),
+                          F.conv2d(_dense(sep5_mid), self.sep5_dw2, None, 1, 2, 1, b * c)], 1)
+        stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * b))
+
+        def columns(indices: list[int]) -> torch.Tensor:
+            """(len(indices) * J, E) mixing weights, rows in block order (candidate, input)."""
+            return weights[:, :, indices].permute(2, 0, 1).reshape(len(indices) * j, e)
+
+        result = mix(stage2, columns(_SEPS), c) + mix(dil_out, columns(_DILS), c)
+        pools = torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1)
+        result = result + mix(self.pool_bn(pools), columns(_POOLS), c)
+        skip = x if s == 1 else self._factorized_reduce(relu_x)
+        return result + mix(skip, weights[:, :, _SKIP], c)
+
+    def _factorized_reduce(self, relu: torch.Tensor) -> torch.Tensor:
+        """Every branch's `FactorizedReduce` of the ReLU'd inputs (N, J*C, H, W)."""
+        b, half = self.inputs * self.edges, self.channels // 2
+        shifted = F.pad(relu[:, :, 1:, 1:], (0, 1, 0, 1))
+        # Per branch: conv_1's channels then conv_2's, as FactorizedReduce concatenates them.
+        even = F.conv2d(relu, self.reduce1, None, 2, 0, 1, self.inputs)
+        odd = F.conv2d(shifted, self.reduce2, None, 2, 0, 1, self.inputs)
+        n, _, h, w = even.shape
+        if _is_channels_last(even):
+            both = torch.stack([even.permute(0, 2, 3, 1).reshape(n, h, w, b, half),
+                                odd.permute(0, 2, 3, 1).reshape(n, h, w, b, half)], 4)
+            return self.reduce_bn(both.reshape(n, h, w, 2 * b * half).permute(0, 3, 1, 2))
+        both = torch.stack([even.reshape(n, b, half, h, w), odd.reshape(n, b, half, h, w)], 2)
+        return self.reduce_bn(both.reshape(n, 2 * b * half, h, w))
+
+    def candidate_state(self, input_index: int, edge: int, name: str) -> dict[str, torch.Tensor]:
+        """Candidate `name` of edge `edge` of input `input_index` as `make_op(name, C, stride,
+        affine=False).state_dict()` (pools: the search's `Sequential(pool, BN)`); copies."""
+        c, b = self.channels, self.inputs * self.edges
+        branch = input_index * self.edges + edge
+        if name in _CONV_NAMES:
+            block = _CONV_NAMES.index(name) * b + branch
+            depthwise = getattr(self, ("sep3_dw1", "sep5_dw1", "dil3_dw", "dil5_dw")[block // b])
+            first = {"1.weight": depthwise[branch * c:(branch + 1) * c].detach().clone(),
+                     "2.weight": self.pw1[block * c:(block + 1) * c].detach().clone(),
+                     **_bn_state(self.bn1, block * c, (block + 1) * c, "3.")}
+            if name.startswith("dil"):
+                return first
+            second_dw = self.sep3_dw2 if name == "sep_conv_3x3" else self.sep5_dw2
+            second = {"1.weight": second_dw[branch * c:(branch + 1) * c].detach().clone(),
+                      "2.weight": self.pw2[block * c:(block + 1) * c].detach().clone(),
+                      **_bn_state(self.bn2, block * c, (block + 1) * c, "3.")}
+            return {**{f"0.{k}": v for k, v in first.items()}, **{f"1.{k}": v for k, v in second.items()}}
+        if "pool" in name:
+            block = ("max_pool_3x3", "avg_pool_3x3").index(name) * self.inputs + input_index
+            return _bn_state(self.pool_bn, block * c, (block + 1) * c, "1.")
+        if name == "skip_connect" and self.stride == 2:
+            half = c // 2
+            return {"conv_1.weight": self.reduce1[branch * half:(branch + 1) * half].detach().clone(),
+                    "conv_2.weight": self.reduce2[branch * half:(branch + 1) * half].detach().clone(),
+                    **_bn_state(self.reduce_bn, branch * c, (branch + 1) * c, "bn.")}
+        if name in PRIMITIVES:
+            return {}  # none, identity skip: no state
+        raise ValueError(f"unknown DARTS primitive {name!r}; expected one of {PRIMITIVES}")

@@ -103,8 +103,8 @@ def test_subnet_state_dict_slices_the_candidates_weights():
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("size", [(4, 6), (5, 7), (1, 1)])
-def test_phases_round_trip_and_repeat_keep_layout(layout, size):
+def test_phases_round_trip_and_repeat_keep_values(layout, size):
     x = torch.randn(2, 6, *size).contiguous(memory_format=LAYOUTS[layout])
     assert torch.equal(from_phases(to_phases(x), *size), x)
-    repeated = repeat_per_edge(x, 2, 3)
+    repeated = repeat_per_edge(x, 2, 3)  # 2 inputs of 3 channels, 3 edges each
     assert torch.equal(repeated, x.reshape(2, 2, 1, 3, *size).expand(2, 2, 3, 3, *size).reshape(2, 18, *size))

@@ -89,23 +89,47 @@ def from_phases(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return image[:, :, :h, :w]
 
 
-def mix(blocks: torch.Tensor, weights: torch.Tensor, channels: int) -> torch.Tensor:
-    """sum_m weights[m, e] * blocks[m, q] for (N, M*Q*C, H, W) `blocks` of C channels in order
-    (m, q), Q = E or 1 (then shared by every e); returns (N, E, C, H, W), a view of `blocks`'s layout.
+def mix_shared(blocks: torch.Tensor, weights: torch.Tensor, channels: int) -> torch.Tensor:
+    """sum_m weights[m, e] * blocks[m] for (N, M*C, H, W) `blocks` of C channels shared by every
+    edge e; returns (N, E, C, H, W), a view in `blocks`'s layout.
 
-    The products and the sum run on the blocks as rows of contiguous memory (NHWC or NCHW) against
-    weights expanded to the same row shape: broadcasting a weight over an inner dimension of 4-16
+    The products run on the blocks as rows of contiguous memory (NHWC or NCHW) against weights
+    expanded to the same row shape: broadcasting a weight over an inner dimension of 4-16
     channels (or a 7-d view of a channels-last tensor) runs 3-5x slower."""
     n, _, h, w = blocks.shape
     m, e = weights.shape
     if _is_channels_last(blocks):
-        rows = blocks.permute(0, 2, 3, 1).reshape(n * h * w, m, -1, channels)
+        rows = blocks.permute(0, 2, 3, 1).reshape(n * h * w, m, 1, channels)
         expanded = weights.reshape(m, e, 1).expand(m, e, channels).contiguous()
-        out = (rows * expanded).sum(1)
-        return out.reshape(n, h, w, e, channels).permute(0, 3, 4, 1, 2)
-    rows = blocks.reshape(n, m, -1, channels * h * w)
+        return (rows * expanded).sum(1).reshape(n, h, w, e, channels).permute(0, 3, 4, 1, 2)
+    rows = blocks.reshape(n, m, 1, channels * h * w)
     expanded = weights.reshape(m, e, 1).expand(m, e, channels * h * w).contiguous()
     return (rows * expanded).sum(1).reshape(n, e, channels, h, w)
+
+
+def block_sum(blocks: torch.Tensor, edges: int, channels: int) -> torch.Tensor:
+    """sum_m blocks[m, e] for (N, M*E*C, H, W) blocks in order (m, edge): (N, E, C, H, W)."""
+    n, _, h, w = blocks.shape
+    if _is_channels_last(blocks):
+        rows = blocks.permute(0, 2, 3, 1).reshape(n * h * w, -1, edges * channels)
+        return rows.sum(1).reshape(n, h, w, edges, channels).permute(0, 3, 4, 1, 2)
+    return blocks.reshape(n, -1, edges * channels * h * w).sum(1).reshape(n, edges, channels, h, w)
+
+
+class ScaledBatchNorm2d(nn.BatchNorm2d):
+    """Non-affine BN (batch statistics, running averages as `nn.BatchNorm2d`) whose output is
+    multiplied per channel by `scale`, inside the BN kernel: the mixing weights cost no extra pass."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=False)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative average (the evaluator's recalibration)
+                factor = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, self.running_mean, self.running_var, scale, None, self.training, factor, self.eps)
 
 
 def _conv_weight(*shape: int) -> nn.Parameter:
@@ -129,28 +153,34 @@ class FusedEdges(nn.Module):
         super().__init__()
         self.channels, self.stride, self.inputs, self.edges = channels, stride, inputs, edges
         c, b = channels, inputs * edges
-        self.sep3_dw1 = _conv_weight(b * c, 1, 3, 3)
+        self.sep3_dw1 = _conv_weight(b * c, 1, 3, 3)  # blocks (branch)
         self.sep5_dw1 = _conv_weight(b * c, 1, 5, 5)
         self.dil3_dw = _conv_weight(b * c, 1, 3, 3)
         self.dil5_dw = _conv_weight(b * c, 1, 5, 5)
-        self.pw1 = _conv_weight(4 * b * c, c, 1, 1)  # blocks: (candidate in _CONV_NAMES, branch)
-        self.bn1 = nn.BatchNorm2d(4 * b * c, affine=False)
-        self.sep3_dw2 = _conv_weight(b * c, 1, 3, 3)
+        self.pw1 = _conv_weight(4 * b * c, c, 1, 1)  # blocks (candidate in _CONV_NAMES, branch)
+        self.bn1 = ScaledBatchNorm2d(4 * b * c)
+        self.sep3_dw2 = _conv_weight(b * c, 1, 3, 3)  # blocks (branch)
         self.sep5_dw2 = _conv_weight(b * c, 1, 5, 5)
-        self.pw2 = _conv_weight(2 * b * c, c, 1, 1)  # blocks: (sep_conv_3x3 / 5x5, branch)
-        self.bn2 = nn.BatchNorm2d(2 * b * c, affine=False)
-        self.pool_bn = nn.BatchNorm2d(2 * inputs * c, affine=False)  # blocks: (max / avg, input)
+        self.pw2 = _conv_weight(2 * b * c, c, 1, 1)  # blocks (sep_conv_3x3 / 5x5, branch)
+        self.bn2 = ScaledBatchNorm2d(2 * b * c)
+        self.pool_bn = nn.BatchNorm2d(2 * inputs * c, affine=False)  # blocks (max / avg, input)
         if stride == 2:
             self.reduce1 = _conv_weight(b * c // 2, c, 1, 1)
             self.reduce2 = _conv_weight(b * c // 2, c, 1, 1)
-            self.reduce_bn = nn.BatchNorm2d(b * c, affine=False)
+            self.reduce_bn = ScaledBatchNorm2d(b * c)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """`x`: the inputs concatenated on channels (N, J*C, H, W); `weights`: (J, E, 8) mixing
         weights in `PRIMITIVES` order. Returns the per-edge outputs summed over inputs, (N, E, C, H', W')."""
         j, e, c, s = self.inputs, self.edges, self.channels, self.stride
         b = j * e
+
+        def scale(columns: list[int]) -> torch.Tensor:
+            """Per-channel mixing weights of blocks (candidate in `columns`, input, edge)."""
+            return weights[:, :, columns].permute(2, 0, 1).reshape(-1, 1).expand(-1, c).reshape(-1)
+
         relu_x = torch.relu(x)
+        # Channel multiplier E instead of the repeat is 1.1-3x slower in oneDNN here.
         relu = repeat_per_edge(relu_x, j, e)
         sep1 = [F.conv2d(relu, self.sep3_dw1, None, s, 1, 1, b * c),
                 F.conv2d(relu, self.sep5_dw1, None, s, 2, 1, b * c)]
@@ -163,26 +193,24 @@ class FusedEdges(nn.Module):
             even = _dense(relu[:, :, ::2, ::2])
             dil = torch.cat([F.conv2d(even, self.dil3_dw, None, 1, 1, 1, b * c),
                              F.conv2d(even, self.dil5_dw, None, 1, 2, 1, b * c)], 1)
-        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + [dil], 1), self.pw1, None, 1, 0, 1, 4 * b))
+        stage1_scale = torch.cat([torch.ones_like(weights[0, 0, 0]).expand(2 * b * c), scale(_DILS)])
+        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + [dil], 1), self.pw1, None, 1, 0, 1, 4 * b), stage1_scale)
         # split, not slicing: its backward concatenates the gradients in the tensor's layout.
         sep_mid, dil_out = torch.split(stage1, 2 * b * c, 1)
         sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), b * c, 1)
         sep2 = torch.cat([F.conv2d(_dense(sep3_mid), self.sep3_dw2, None, 1, 1, 1, b * c),
                           F.conv2d(_dense(sep5_mid), self.sep5_dw2, None, 1, 2, 1, b * c)], 1)
-        stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * b))
-
-        def columns(indices: list[int]) -> torch.Tensor:
-            """(len(indices) * J, E) mixing weights, rows in block order (candidate, input)."""
-            return weights[:, :, indices].permute(2, 0, 1).reshape(len(indices) * j, e)
-
-        result = mix(stage2, columns(_SEPS), c) + mix(dil_out, columns(_DILS), c)
+        stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * b), scale(_SEPS))
+        result = block_sum(stage2, e, c) + block_sum(dil_out, e, c)
         pools = torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1)
-        result = result + mix(self.pool_bn(pools), columns(_POOLS), c)
-        skip = x if s == 1 else self._factorized_reduce(relu_x)
-        return result + mix(skip, weights[:, :, _SKIP], c)
+        pool_weights = weights[:, :, _POOLS].permute(2, 0, 1).reshape(2 * j, e)
+        result = result + mix_shared(self.pool_bn(pools), pool_weights, c)
+        if s == 1:
+            return result + mix_shared(x, weights[:, :, _SKIP], c)
+        return result + block_sum(self._factorized_reduce(relu_x, scale([_SKIP])), e, c)
 
-    def _factorized_reduce(self, relu: torch.Tensor) -> torch.Tensor:
-        """Every branch's `FactorizedReduce` of the ReLU'd inputs (N, J*C, H, W)."""
+    def _factorized_reduce(self, relu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Every branch's `FactorizedReduce` of the ReLU'd inputs (N, J*C, H, W), times `scale`."""
         b, half = self.inputs * self.edges, self.channels // 2
         shifted = F.pad(relu[:, :, 1:, 1:], (0, 1, 0, 1))
         # Per branch: conv_1's channels then conv_2's, as FactorizedReduce concatenates them.
@@ -192,9 +220,9 @@ class FusedEdges(nn.Module):
         if _is_channels_last(even):
             both = torch.stack([even.permute(0, 2, 3, 1).reshape(n, h, w, b, half),
                                 odd.permute(0, 2, 3, 1).reshape(n, h, w, b, half)], 4)
-            return self.reduce_bn(both.reshape(n, h, w, 2 * b * half).permute(0, 3, 1, 2))
+            return self.reduce_bn(both.reshape(n, h, w, 2 * b * half).permute(0, 3, 1, 2), scale)
         both = torch.stack([even.reshape(n, b, half, h, w), odd.reshape(n, b, half, h, w)], 2)
-        return self.reduce_bn(both.reshape(n, 2 * b * half, h, w))
+        return self.reduce_bn(both.reshape(n, 2 * b * half, h, w), scale)
 
     def candidate_state(self, input_index: int, edge: int, name: str) -> dict[str, torch.Tensor]:
         """Candidate `name` of edge `edge` of input `input_index` as `make_op(name, C, stride,

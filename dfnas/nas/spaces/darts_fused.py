@@ -133,6 +133,17 @@ class ScaledBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, scale, None, self.training, factor, self.eps)
 
 
+def depthwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Stride-1 'same' depthwise convolution. A kernel wider than the image's reach (2 * size - 1)
+    is cropped: the dropped taps only ever meet zero padding (same output, zero gradient), and
+    oneDNN's 5x5 on a 2x2 image costs 6x its 3x3."""
+    k = weight.shape[-1]
+    h, w = x.shape[-2:]
+    crop_h, crop_w = max(0, (k - 2 * h + 1) // 2), max(0, (k - 2 * w + 1) // 2)
+    weight = weight[:, :, crop_h:k - crop_h, crop_w:k - crop_w]
+    return F.conv2d(x, weight, None, 1, (k // 2 - crop_h, k // 2 - crop_w), 1, x.shape[1])
+
+
 def _conv_weight(*shape: int) -> nn.Parameter:
     # nn.Conv2d's default initialization; fan-in (shape[1] * kernel area) is the per-op one.
     weight = nn.Parameter(torch.empty(shape))
@@ -187,20 +198,17 @@ class FusedEdges(nn.Module):
                 F.conv2d(relu, self.sep5_dw1, None, s, 2, 1, b * c)]
         if s == 1:
             phases = to_phases(relu)
-            dil = torch.cat([F.conv2d(phases, self.dil3_dw, None, 1, 1, 1, b * c),
-                             F.conv2d(phases, self.dil5_dw, None, 1, 2, 1, b * c)], 1)
-            dil = from_phases(dil, x.shape[2], x.shape[3])
+            dil = from_phases(torch.cat([depthwise(phases, self.dil3_dw), depthwise(phases, self.dil5_dw)], 1),
+                              x.shape[2], x.shape[3])
         else:
             even = _dense(relu[:, :, ::2, ::2])
-            dil = torch.cat([F.conv2d(even, self.dil3_dw, None, 1, 1, 1, b * c),
-                             F.conv2d(even, self.dil5_dw, None, 1, 2, 1, b * c)], 1)
+            dil = torch.cat([depthwise(even, self.dil3_dw), depthwise(even, self.dil5_dw)], 1)
         stage1_scale = torch.cat([torch.ones_like(weights[0, 0, 0]).expand(2 * b * c), scale(_DILS)])
         stage1 = self.bn1(F.conv2d(torch.cat(sep1 + [dil], 1), self.pw1, None, 1, 0, 1, 4 * b), stage1_scale)
         # split, not slicing: its backward concatenates the gradients in the tensor's layout.
         sep_mid, dil_out = torch.split(stage1, 2 * b * c, 1)
         sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), b * c, 1)
-        sep2 = torch.cat([F.conv2d(_dense(sep3_mid), self.sep3_dw2, None, 1, 1, 1, b * c),
-                          F.conv2d(_dense(sep5_mid), self.sep5_dw2, None, 1, 2, 1, b * c)], 1)
+        sep2 = torch.cat([depthwise(_dense(sep3_mid), self.sep3_dw2), depthwise(_dense(sep5_mid), self.sep5_dw2)], 1)
         stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * b), scale(_SEPS))
         result = block_sum(stage2, e, c) + block_sum(dil_out, e, c)
         pools = torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1)

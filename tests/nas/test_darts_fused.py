@@ -108,3 +108,4 @@ def test_phases_round_trip_and_repeat_keep_values(layout, size):
     assert torch.equal(from_phases(to_phases(x), *size), x)
     repeated = repeat_per_edge(x, 2, 3)  # 2 inputs of 3 channels, 3 edges each
     assert torch.equal(repeated, x.reshape(2, 2, 1, 3, *size).expand(2, 2, 3, 3, *size).reshape(2, 18, *size))
+    assert torch.equal(to_phases(x, 2, 3), to_phases(repeated))

@@ -65,16 +65,20 @@ def repeat_per_edge(x: torch.Tensor, inputs: int, edges: int) -> torch.Tensor:
     return x.reshape(n, inputs, 1, c, h, w).expand(n, inputs, edges, c, h, w).reshape(n, -1, h, w)
 
 
-def to_phases(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (4N, C, ceil(H/2), ceil(W/2)): the even/odd row x column sub-images in the
-    batch (zero-padded to even size, which a zero-padded convolution cannot tell apart)."""
-    n, c, h, w = x.shape
+def to_phases(x: torch.Tensor, inputs: int = 1, edges: int = 1) -> torch.Tensor:
+    """(N, J*C, H, W) -> (4N, J*E*C, ceil(H/2), ceil(W/2)): the even/odd row x column sub-images in
+    the batch (zero-padded to even size, which a zero-padded convolution cannot tell apart), each
+    input's channels repeated per edge as `repeat_per_edge` does, in one copy."""
+    n, jc, h, w = x.shape
+    c = jc // inputs
     x = F.pad(x, (0, w % 2, 0, h % 2))
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     if _is_channels_last(x):
-        phases = x.permute(0, 2, 3, 1).reshape(n, h2, 2, w2, 2, c).permute(2, 4, 0, 1, 3, 5)
-        return phases.reshape(4 * n, h2, w2, c).permute(0, 3, 1, 2)
-    return x.reshape(n, c, h2, 2, w2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * n, c, h2, w2)
+        grid = x.permute(0, 2, 3, 1).reshape(n, h2, 2, w2, 2, inputs, 1, c)
+        phases = grid.expand(n, h2, 2, w2, 2, inputs, edges, c).permute(2, 4, 0, 1, 3, 5, 6, 7)
+        return phases.reshape(4 * n, h2, w2, inputs * edges * c).permute(0, 3, 1, 2)
+    grid = x.reshape(n, inputs, 1, c, h2, 2, w2, 2).expand(n, inputs, edges, c, h2, 2, w2, 2)
+    return grid.permute(5, 7, 0, 1, 2, 3, 4, 6).reshape(4 * n, inputs * edges * c, h2, w2)
 
 
 def from_phases(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -197,14 +201,14 @@ class FusedEdges(nn.Module):
         sep1 = [F.conv2d(relu, self.sep3_dw1, None, s, 1, 1, b * c),
                 F.conv2d(relu, self.sep5_dw1, None, s, 2, 1, b * c)]
         if s == 1:
-            phases = to_phases(relu)
-            dil = from_phases(torch.cat([depthwise(phases, self.dil3_dw), depthwise(phases, self.dil5_dw)], 1),
-                              x.shape[2], x.shape[3])
+            phases = to_phases(relu_x, j, e)
+            dil = [from_phases(depthwise(phases, kernel), x.shape[2], x.shape[3])
+                   for kernel in (self.dil3_dw, self.dil5_dw)]
         else:
             even = _dense(relu[:, :, ::2, ::2])
-            dil = torch.cat([depthwise(even, self.dil3_dw), depthwise(even, self.dil5_dw)], 1)
+            dil = [depthwise(even, self.dil3_dw), depthwise(even, self.dil5_dw)]
         stage1_scale = torch.cat([torch.ones_like(weights[0, 0, 0]).expand(2 * b * c), scale(_DILS)])
-        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + [dil], 1), self.pw1, None, 1, 0, 1, 4 * b), stage1_scale)
+        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + dil, 1), self.pw1, None, 1, 0, 1, 4 * b), stage1_scale)
         # split, not slicing: its backward concatenates the gradients in the tensor's layout.
         sep_mid, dil_out = torch.split(stage1, 2 * b * c, 1)
         sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), b * c, 1)

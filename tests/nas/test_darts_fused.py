@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dfnas.config import UsageError
 from dfnas.data.images import Batch
 from dfnas.device import Precision
 from dfnas.nas.loss import LossConfig
@@ -19,6 +20,8 @@ from dfnas.nas.spaces.darts_reference import reference_grads, reference_of, refe
 from dfnas.nas.spaces.darts_search import DartsSearchNetwork
 from dfnas.nas.strategies.darts import Architect
 from dfnas.nas.trainer import Trainer
+
+from test_search_darts import _tiny_search
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 CONFIGS = {
@@ -109,3 +112,11 @@ def test_phases_round_trip_and_repeat_keep_values(layout, size):
     repeated = repeat_per_edge(x, 2, 3)  # 2 inputs of 3 channels, 3 edges each
     assert torch.equal(repeated, x.reshape(2, 2, 1, 3, *size).expand(2, 2, 3, 3, *size).reshape(2, 18, *size))
     assert torch.equal(to_phases(x, 2, 3), to_phases(repeated))
+
+
+def test_checkpoint_of_the_edge_by_edge_supernet_is_refused_clearly(tmp_path):
+    search, _ = _tiny_search(tmp_path)
+    state = search.state_dict()
+    state["model"] = reference_of(search.model).state_dict()
+    with pytest.raises(UsageError, match="older dfnas"):
+        search.load_state_dict(state)

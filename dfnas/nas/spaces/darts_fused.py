@@ -1,10 +1,11 @@
-"""All mixed edges that leave the same cell states, computed as a few wide ops instead of many
-tiny ones.
+"""All mixed edges that leave one cell state, computed as a few wide ops instead of many tiny ones.
 
 A DARTS search cell has 14 edges x 7 candidate ops, each a chain of ReLU / depthwise / pointwise /
 BN on 4-16 channels: thousands of tiny kernels per step. `FusedEdges` computes the `E` edges that
-leave each of `J` same-shaped input states (the cell's two inputs: J=2, E=4; intermediate state
-`i`: J=1) with the same math as the sum over `PRIMITIVES` of `w_k * op_k(x)`:
+leave one state (the cell's inputs feed all 4 nodes, intermediate state i nodes i-1..3) with the
+same math as the sum over `PRIMITIVES` of `w_k * op_k(x)`. Measured (BENCHMARKS.md): per-state
+groups step 1.66x faster than fusing each edge's candidates alone; one group for both cell inputs
+(twice the channels) ran 1.0-1.2x slower than two per-state groups.
 
 - ReLU once per input (every conv candidate starts with ReLU of the same tensor), repeated per edge
   (a depthwise conv with channel multiplier E instead measures 1.1-3x slower in oneDNN).
@@ -54,33 +55,29 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if _is_channels_last(x) else torch.contiguous_format)
 
 
-def repeat_per_edge(x: torch.Tensor, inputs: int, edges: int) -> torch.Tensor:
-    """(N, J*C, H, W) -> (N, J*E*C, H, W): each input's channels repeated once per edge (block
-    order input, edge), in `x`'s memory layout."""
+def repeat_per_edge(x: torch.Tensor, edges: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, E*C, H, W): the channels repeated once per edge, in `x`'s memory layout."""
     if edges == 1:
         return x
-    n, jc, h, w = x.shape
-    c = jc // inputs
+    n, c, h, w = x.shape
     if _is_channels_last(x):
-        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, inputs, 1, c).expand(n, h, w, inputs, edges, c)
-        return nhwc.reshape(n, h, w, inputs * edges * c).permute(0, 3, 1, 2)
-    return x.reshape(n, inputs, 1, c, h, w).expand(n, inputs, edges, c, h, w).reshape(n, -1, h, w)
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, 1, c).expand(n, h, w, edges, c)
+        return nhwc.reshape(n, h, w, edges * c).permute(0, 3, 1, 2)
+    return x.reshape(n, 1, c, h, w).expand(n, edges, c, h, w).reshape(n, edges * c, h, w)
 
 
-def to_phases(x: torch.Tensor, inputs: int = 1, edges: int = 1) -> torch.Tensor:
-    """(N, J*C, H, W) -> (4N, J*E*C, ceil(H/2), ceil(W/2)): the even/odd row x column sub-images in
-    the batch (zero-padded to even size, which a zero-padded convolution cannot tell apart), each
-    input's channels repeated per edge as `repeat_per_edge` does, in one copy."""
-    n, jc, h, w = x.shape
-    c = jc // inputs
+def to_phases(x: torch.Tensor, edges: int = 1) -> torch.Tensor:
+    """(N, C, H, W) -> (4N, E*C, ceil(H/2), ceil(W/2)): the even/odd row x column sub-images in the
+    batch (zero-padded to even size, which a zero-padded convolution cannot tell apart), the
+    channels repeated per edge as `repeat_per_edge` does, in one copy."""
+    n, c, h, w = x.shape
     x = F.pad(x, (0, w % 2, 0, h % 2))
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     if _is_channels_last(x):
-        grid = x.permute(0, 2, 3, 1).reshape(n, h2, 2, w2, 2, inputs, 1, c)
-        phases = grid.expand(n, h2, 2, w2, 2, inputs, edges, c).permute(2, 4, 0, 1, 3, 5, 6, 7)
-        return phases.reshape(4 * n, h2, w2, inputs * edges * c).permute(0, 3, 1, 2)
-    grid = x.reshape(n, inputs, 1, c, h2, 2, w2, 2).expand(n, inputs, edges, c, h2, 2, w2, 2)
-    return grid.permute(5, 7, 0, 1, 2, 3, 4, 6).reshape(4 * n, inputs * edges * c, h2, w2)
+        grid = x.permute(0, 2, 3, 1).reshape(n, h2, 2, w2, 2, 1, c).expand(n, h2, 2, w2, 2, edges, c)
+        return grid.permute(2, 4, 0, 1, 3, 5, 6).reshape(4 * n, h2, w2, edges * c).permute(0, 3, 1, 2)
+    grid = x.reshape(n, 1, c, h2, 2, w2, 2).expand(n, edges, c, h2, 2, w2, 2)
+    return grid.permute(4, 6, 0, 1, 2, 3, 5).reshape(4 * n, edges * c, h2, w2)
 
 
 def from_phases(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -164,107 +161,104 @@ def _bn_state(bn: nn.BatchNorm2d, start: int, stop: int, prefix: str) -> dict[st
 
 
 class FusedEdges(nn.Module):
-    """The `edges` mixed edges leaving each of `inputs` states (C channels, same shape), stride
-    `stride`. Branch `b = j * edges + e` is edge `e` of input `j`."""
+    """The `edges` mixed edges leaving one state of C channels, stride `stride`."""
 
-    def __init__(self, channels: int, stride: int, inputs: int, edges: int):
+    def __init__(self, channels: int, stride: int, edges: int):
         super().__init__()
-        self.channels, self.stride, self.inputs, self.edges = channels, stride, inputs, edges
-        c, b = channels, inputs * edges
-        self.sep3_dw1 = _conv_weight(b * c, 1, 3, 3)  # blocks (branch)
-        self.sep5_dw1 = _conv_weight(b * c, 1, 5, 5)
-        self.dil3_dw = _conv_weight(b * c, 1, 3, 3)
-        self.dil5_dw = _conv_weight(b * c, 1, 5, 5)
-        self.pw1 = _conv_weight(4 * b * c, c, 1, 1)  # blocks (candidate in _CONV_NAMES, branch)
-        self.bn1 = ScaledBatchNorm2d(4 * b * c)
-        self.sep3_dw2 = _conv_weight(b * c, 1, 3, 3)  # blocks (branch)
-        self.sep5_dw2 = _conv_weight(b * c, 1, 5, 5)
-        self.pw2 = _conv_weight(2 * b * c, c, 1, 1)  # blocks (sep_conv_3x3 / 5x5, branch)
-        self.bn2 = ScaledBatchNorm2d(2 * b * c)
-        self.pool_bn = nn.BatchNorm2d(2 * inputs * c, affine=False)  # blocks (max / avg, input)
+        self.channels, self.stride, self.edges = channels, stride, edges
+        c, e = channels, edges
+        self.sep3_dw1 = _conv_weight(e * c, 1, 3, 3)  # blocks (edge)
+        self.sep5_dw1 = _conv_weight(e * c, 1, 5, 5)
+        self.dil3_dw = _conv_weight(e * c, 1, 3, 3)
+        self.dil5_dw = _conv_weight(e * c, 1, 5, 5)
+        self.pw1 = _conv_weight(4 * e * c, c, 1, 1)  # blocks (candidate in _CONV_NAMES, edge)
+        self.bn1 = ScaledBatchNorm2d(4 * e * c)
+        self.sep3_dw2 = _conv_weight(e * c, 1, 3, 3)  # blocks (edge)
+        self.sep5_dw2 = _conv_weight(e * c, 1, 5, 5)
+        self.pw2 = _conv_weight(2 * e * c, c, 1, 1)  # blocks (sep_conv_3x3 / 5x5, edge)
+        self.bn2 = ScaledBatchNorm2d(2 * e * c)
+        self.pool_bn = nn.BatchNorm2d(2 * c, affine=False)  # blocks (max / avg)
         if stride == 2:
-            self.reduce1 = _conv_weight(b * c // 2, c, 1, 1)
-            self.reduce2 = _conv_weight(b * c // 2, c, 1, 1)
-            self.reduce_bn = ScaledBatchNorm2d(b * c)
+            self.reduce1 = _conv_weight(e * c // 2, c, 1, 1)
+            self.reduce2 = _conv_weight(e * c // 2, c, 1, 1)
+            self.reduce_bn = ScaledBatchNorm2d(e * c)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """`x`: the inputs concatenated on channels (N, J*C, H, W); `weights`: (J, E, 8) mixing
-        weights in `PRIMITIVES` order. Returns the per-edge outputs summed over inputs, (N, E, C, H', W')."""
-        j, e, c, s = self.inputs, self.edges, self.channels, self.stride
-        b = j * e
+        """`x`: the state (N, C, H, W); `weights`: (E, 8) mixing weights in `PRIMITIVES` order.
+        Returns the edges' outputs, (N, E, C, H', W')."""
+        e, c, s = self.edges, self.channels, self.stride
 
         def scale(columns: list[int]) -> torch.Tensor:
-            """Per-channel mixing weights of blocks (candidate in `columns`, input, edge)."""
-            return weights[:, :, columns].permute(2, 0, 1).reshape(-1, 1).expand(-1, c).reshape(-1)
+            """Per-channel mixing weights of blocks (candidate in `columns`, edge)."""
+            return weights[:, columns].t().reshape(-1, 1).expand(-1, c).reshape(-1)
 
         relu_x = torch.relu(x)
         # Channel multiplier E instead of the repeat is 1.1-3x slower in oneDNN here.
-        relu = repeat_per_edge(relu_x, j, e)
-        sep1 = [F.conv2d(relu, self.sep3_dw1, None, s, 1, 1, b * c),
-                F.conv2d(relu, self.sep5_dw1, None, s, 2, 1, b * c)]
+        relu = repeat_per_edge(relu_x, e)
+        sep1 = [F.conv2d(relu, self.sep3_dw1, None, s, 1, 1, e * c),
+                F.conv2d(relu, self.sep5_dw1, None, s, 2, 1, e * c)]
         if s == 1:
-            phases = to_phases(relu_x, j, e)
+            phases = to_phases(relu_x, e)
             dil = [from_phases(depthwise(phases, kernel), x.shape[2], x.shape[3])
                    for kernel in (self.dil3_dw, self.dil5_dw)]
         else:
             even = _dense(relu[:, :, ::2, ::2])
             dil = [depthwise(even, self.dil3_dw), depthwise(even, self.dil5_dw)]
-        stage1_scale = torch.cat([torch.ones_like(weights[0, 0, 0]).expand(2 * b * c), scale(_DILS)])
-        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + dil, 1), self.pw1, None, 1, 0, 1, 4 * b), stage1_scale)
+        stage1_scale = torch.cat([torch.ones_like(weights[0, 0]).expand(2 * e * c), scale(_DILS)])
+        stage1 = self.bn1(F.conv2d(torch.cat(sep1 + dil, 1), self.pw1, None, 1, 0, 1, 4 * e), stage1_scale)
         # split, not slicing: its backward concatenates the gradients in the tensor's layout.
-        sep_mid, dil_out = torch.split(stage1, 2 * b * c, 1)
-        sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), b * c, 1)
+        sep_mid, dil_out = torch.split(stage1, 2 * e * c, 1)
+        sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), e * c, 1)
         sep2 = torch.cat([depthwise(_dense(sep3_mid), self.sep3_dw2), depthwise(_dense(sep5_mid), self.sep5_dw2)], 1)
-        stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * b), scale(_SEPS))
+        stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * e), scale(_SEPS))
         result = block_sum(stage2, e, c) + block_sum(dil_out, e, c)
         pools = torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1)
-        pool_weights = weights[:, :, _POOLS].permute(2, 0, 1).reshape(2 * j, e)
-        result = result + mix_shared(self.pool_bn(pools), pool_weights, c)
+        result = result + mix_shared(self.pool_bn(pools), weights[:, _POOLS].t(), c)
         if s == 1:
-            return result + mix_shared(x, weights[:, :, _SKIP], c)
-        return result + block_sum(self._factorized_reduce(relu_x, scale([_SKIP])), e, c)
+            return result + mix_shared(x, weights[:, _SKIP].reshape(1, e), c)
+        return result + self._factorized_reduce(relu_x, scale([_SKIP])).reshape(result.shape)
 
     def _factorized_reduce(self, relu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Every branch's `FactorizedReduce` of the ReLU'd inputs (N, J*C, H, W), times `scale`."""
-        b, half = self.inputs * self.edges, self.channels // 2
+        """Every edge's `FactorizedReduce` of the ReLU'd state, times `scale`."""
+        e, half = self.edges, self.channels // 2
         shifted = F.pad(relu[:, :, 1:, 1:], (0, 1, 0, 1))
-        # Per branch: conv_1's channels then conv_2's, as FactorizedReduce concatenates them.
-        even = F.conv2d(relu, self.reduce1, None, 2, 0, 1, self.inputs)
-        odd = F.conv2d(shifted, self.reduce2, None, 2, 0, 1, self.inputs)
+        # Per edge: conv_1's channels then conv_2's, as FactorizedReduce concatenates them.
+        even = F.conv2d(relu, self.reduce1, None, 2)
+        odd = F.conv2d(shifted, self.reduce2, None, 2)
         n, _, h, w = even.shape
         if _is_channels_last(even):
-            both = torch.stack([even.permute(0, 2, 3, 1).reshape(n, h, w, b, half),
-                                odd.permute(0, 2, 3, 1).reshape(n, h, w, b, half)], 4)
-            return self.reduce_bn(both.reshape(n, h, w, 2 * b * half).permute(0, 3, 1, 2), scale)
-        both = torch.stack([even.reshape(n, b, half, h, w), odd.reshape(n, b, half, h, w)], 2)
-        return self.reduce_bn(both.reshape(n, 2 * b * half, h, w), scale)
+            both = torch.stack([even.permute(0, 2, 3, 1).reshape(n, h, w, e, half),
+                                odd.permute(0, 2, 3, 1).reshape(n, h, w, e, half)], 4)
+            return self.reduce_bn(both.reshape(n, h, w, 2 * e * half).permute(0, 3, 1, 2), scale)
+        both = torch.stack([even.reshape(n, e, half, h, w), odd.reshape(n, e, half, h, w)], 2)
+        return self.reduce_bn(both.reshape(n, 2 * e * half, h, w), scale)
 
-    def candidate_state(self, input_index: int, edge: int, name: str) -> dict[str, torch.Tensor]:
-        """Candidate `name` of edge `edge` of input `input_index` as `make_op(name, C, stride,
-        affine=False).state_dict()` (pools: the search's `Sequential(pool, BN)`); copies."""
-        c, b = self.channels, self.inputs * self.edges
-        branch = input_index * self.edges + edge
+    def candidate_state(self, edge: int, name: str) -> dict[str, torch.Tensor]:
+        """Candidate `name` of edge `edge` as `make_op(name, C, stride, affine=False).state_dict()`
+        (pools: the search's `Sequential(pool, BN)`); copies."""
+        c, e = self.channels, self.edges
         if name in _CONV_NAMES:
-            block = _CONV_NAMES.index(name) * b + branch
-            depthwise = getattr(self, ("sep3_dw1", "sep5_dw1", "dil3_dw", "dil5_dw")[block // b])
-            first = {"1.weight": depthwise[branch * c:(branch + 1) * c].detach().clone(),
+            kind = _CONV_NAMES.index(name)
+            block = kind * e + edge
+            depthwise = getattr(self, ("sep3_dw1", "sep5_dw1", "dil3_dw", "dil5_dw")[kind])
+            first = {"1.weight": depthwise[edge * c:(edge + 1) * c].detach().clone(),
                      "2.weight": self.pw1[block * c:(block + 1) * c].detach().clone(),
                      **_bn_state(self.bn1, block * c, (block + 1) * c, "3.")}
             if name.startswith("dil"):
                 return first
             second_dw = self.sep3_dw2 if name == "sep_conv_3x3" else self.sep5_dw2
-            second = {"1.weight": second_dw[branch * c:(branch + 1) * c].detach().clone(),
+            second = {"1.weight": second_dw[edge * c:(edge + 1) * c].detach().clone(),
                       "2.weight": self.pw2[block * c:(block + 1) * c].detach().clone(),
                       **_bn_state(self.bn2, block * c, (block + 1) * c, "3.")}
             return {**{f"0.{k}": v for k, v in first.items()}, **{f"1.{k}": v for k, v in second.items()}}
         if "pool" in name:
-            block = ("max_pool_3x3", "avg_pool_3x3").index(name) * self.inputs + input_index
+            block = ("max_pool_3x3", "avg_pool_3x3").index(name)
             return _bn_state(self.pool_bn, block * c, (block + 1) * c, "1.")
         if name == "skip_connect" and self.stride == 2:
             half = c // 2
-            return {"conv_1.weight": self.reduce1[branch * half:(branch + 1) * half].detach().clone(),
-                    "conv_2.weight": self.reduce2[branch * half:(branch + 1) * half].detach().clone(),
-                    **_bn_state(self.reduce_bn, branch * c, (branch + 1) * c, "bn.")}
+            return {"conv_1.weight": self.reduce1[edge * half:(edge + 1) * half].detach().clone(),
+                    "conv_2.weight": self.reduce2[edge * half:(edge + 1) * half].detach().clone(),
+                    **_bn_state(self.reduce_bn, edge * c, (edge + 1) * c, "bn.")}
         if name in PRIMITIVES:
             return {}  # none, identity skip: no state
         raise ValueError(f"unknown DARTS primitive {name!r}; expected one of {PRIMITIVES}")

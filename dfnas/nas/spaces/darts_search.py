@@ -13,47 +13,45 @@ from dfnas.nas.spaces.darts_fused import FusedEdges
 from dfnas.nas.spaces.darts_ops import PRIMITIVES
 
 
-def edge_groups() -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """The cell's edges grouped by the states they read, in computation order: (input states,
-    target nodes). The two cell inputs feed every node; intermediate state i feeds nodes i-1..3."""
-    groups = [((0, 1), tuple(range(NUM_NODES)))]
-    return groups + [((state,), tuple(range(state - 1, NUM_NODES))) for state in range(2, NUM_NODES + 1)]
+def edge_targets() -> list[tuple[int, ...]]:
+    """Per cell state (two inputs, then nodes 0..2), the nodes its edges feed: the inputs all four,
+    intermediate state i nodes i-1..3."""
+    return [tuple(range(max(state - 1, 0), NUM_NODES)) for state in range(NUM_NODES + 1)]
 
 
 class SearchCell(nn.Module):
     """A cell of the supernet: every edge a softmax-weighted sum of the primitives, the edges that
-    read the same states computed together (`FusedEdges`)."""
+    read the same state computed together (`FusedEdges`)."""
 
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = make_preprocess(c_pp, c, reduction_prev, affine=False)
         self.preprocess1 = make_preprocess(c_p, c, False, affine=False)
-        self.groups = nn.ModuleList(
-            FusedEdges(c, 2 if reduction and inputs[0] < 2 else 1, len(inputs), len(nodes))
-            for inputs, nodes in edge_groups())
-        for group, (inputs, nodes) in zip(self.groups, edge_groups()):
-            rows = [[edge_offset(node) + j for node in nodes] for j in inputs]
+        self.groups = nn.ModuleList(FusedEdges(c, 2 if reduction and state < 2 else 1, len(targets))
+                                    for state, targets in enumerate(edge_targets()))
+        for state, (group, targets) in enumerate(zip(self.groups, edge_targets())):
+            rows = [edge_offset(node) + state for node in targets]
             group.register_buffer("edge_rows", torch.tensor(rows), persistent=False)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         nodes: list[torch.Tensor | None] = [None] * NUM_NODES
-        for group, (inputs, targets) in zip(self.groups, edge_groups()):
-            x = states[inputs[0]] if len(inputs) == 1 else torch.cat([states[j] for j in inputs], 1)
-            out = group(x, weights[group.edge_rows])
+        for state, (group, targets) in enumerate(zip(self.groups, edge_targets())):
+            if state == len(states):  # node state - 2 has all its inputs now
+                states.append(nodes[state - 2])
+            out = group(states[state], weights[group.edge_rows])
             for e, node in enumerate(targets):
                 nodes[node] = out[:, e] if nodes[node] is None else nodes[node] + out[:, e]
-            states.append(nodes[len(states) - 2])
         return torch.cat(nodes, dim=1)
 
     def candidate_state(self, node: int, j: int, name: str) -> dict[str, torch.Tensor]:
         """Weights of candidate `name` on the edge from state `j` to node `node`, as
         `make_op(name, ...)` names them."""
-        for group, (inputs, targets) in zip(self.groups, edge_groups()):
-            if j in inputs:
-                return group.candidate_state(inputs.index(j), targets.index(node), name)
-        raise ValueError(f"darts: no edge from state {j} to node {node}")
+        targets = edge_targets()[j]
+        if node not in targets:
+            raise ValueError(f"darts: no edge from state {j} to node {node}")
+        return self.groups[j].candidate_state(targets.index(node), name)
 
 
 class DartsSearchNetwork(nn.Module):

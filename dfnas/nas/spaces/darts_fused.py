@@ -208,8 +208,9 @@ class FusedEdges(nn.Module):
         stage1 = self.bn1(F.conv2d(torch.cat(sep1 + dil, 1), self.pw1, None, 1, 0, 1, 4 * e), stage1_scale)
         # split, not slicing: its backward concatenates the gradients in the tensor's layout.
         sep_mid, dil_out = torch.split(stage1, 2 * e * c, 1)
-        sep3_mid, sep5_mid = torch.split(torch.relu(sep_mid), e * c, 1)
-        sep2 = torch.cat([depthwise(_dense(sep3_mid), self.sep3_dw2), depthwise(_dense(sep5_mid), self.sep5_dw2)], 1)
+        # ReLU per half writes each as its own tensor in the layout (no copy for the convolution).
+        sep3_mid, sep5_mid = (torch.relu(half) for half in torch.split(sep_mid, e * c, 1))
+        sep2 = torch.cat([depthwise(sep3_mid, self.sep3_dw2), depthwise(sep5_mid, self.sep5_dw2)], 1)
         stage2 = self.bn2(F.conv2d(sep2, self.pw2, None, 1, 0, 1, 2 * e), scale(_SEPS))
         result = block_sum(stage2, e, c) + block_sum(dil_out, e, c)
         pools = torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1)

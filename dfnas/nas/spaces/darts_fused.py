@@ -7,18 +7,18 @@ same math as the sum over `PRIMITIVES` of `w_k * op_k(x)`. Measured (BENCHMARKS.
 groups step 1.66x faster than fusing each edge's candidates alone; one group for both cell inputs
 (twice the channels) ran 1.0-1.2x slower than two per-state groups.
 
-- ReLU once per input (every conv candidate starts with ReLU of the same tensor), repeated per edge
-  (a depthwise conv with channel multiplier E instead measures 1.1-3x slower in oneDNN).
-- Each depthwise candidate of all `J*E` branches as one grouped convolution; the pointwise convs of
-  all branches and candidates as one grouped 1x1; one BN over the concatenation (BN is per channel,
+- ReLU once (every conv candidate starts with ReLU of the same tensor), repeated per edge (a
+  depthwise conv with channel multiplier E instead measures 1.1-3x slower in oneDNN).
+- Each depthwise candidate of all E edges as one grouped convolution; the pointwise convs of all
+  edges and candidates as one grouped 1x1; one BN over the concatenation (BN is per channel,
   so it equals the per-op BNs, running statistics included), with the mixing weights as its
   per-channel scale, so weighting costs no pass of its own; the edge sums are block sums.
 - Dilated depthwise convs run undilated: oneDNN's dilated depthwise backward is 3-8x slower than
   the undilated one here. Stride 1: the four polyphase sub-images (even/odd rows x columns) go into
   the batch, where a dilation-2 kernel is an ordinary one. Stride 2: only the even sub-image is read.
-- Pools, BN-after-pool and identity skip read the raw input, identical for every edge of that input:
-  computed once per input and mixed per edge by one matrix product. `FactorizedReduce` skips
-  (stride 2) of all branches run as two grouped 1x1 convs and one BN.
+- Pools, BN-after-pool and identity skip read the raw state, identical for every edge: computed
+  once and mixed per edge by one matrix product. `FactorizedReduce` skips (stride 2) of all edges
+  run as two 1x1 convs and one BN.
 
 Parameters keep their natural shapes (no zero-padded kernels), so SGD, weight decay and gradient
 clipping see exactly the reference's numbers. `candidate_state` slices one candidate back out in
@@ -49,9 +49,9 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 
 
 def _dense(x: torch.Tensor) -> torch.Tensor:
-    """A channel slice as its own tensor in its layout: a convolution then returns its input
-    gradient in that layout too (not NCHW, which would send the backward of everything upstream
-    down oneDNN's and BN's slow mixed-layout paths)."""
+    """A strided view (the even sub-image) as its own tensor in its layout: a convolution then
+    returns its input gradient in that layout too (not NCHW, which would send the backward of
+    everything upstream down oneDNN's and BN's slow mixed-layout paths)."""
     return x.contiguous(memory_format=torch.channels_last if _is_channels_last(x) else torch.contiguous_format)
 
 

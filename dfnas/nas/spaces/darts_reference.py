@@ -15,6 +15,9 @@ from dfnas.nas.spaces.darts_search import DartsSearchNetwork
 
 
 class ReferenceMixedOp(nn.Module):
+    """One edge: `sum_k w_k * op_k(x)` over the primitives (pools followed by a non-affine BN, as in
+    the reference); `none` is skipped, its output being zero."""
+
     def __init__(self, channels: int, stride: int):
         super().__init__()
         candidates = []
@@ -30,6 +33,8 @@ class ReferenceMixedOp(nn.Module):
 
 
 class ReferenceCell(nn.Module):
+    """A search cell edge by edge, around given preprocessing modules."""
+
     def __init__(self, preprocess0: nn.Module, preprocess1: nn.Module, c: int, reduction: bool):
         super().__init__()
         self.reduction = reduction

@@ -26,6 +26,7 @@ from dfnas.nas.search_data import SearchData, check_data_spec, load_search_data
 from dfnas.nas.strategies import STRATEGIES, run_search
 from dfnas.nas.strategies.health import search_health
 from dfnas.nas.tuning import select_precision, select_threads
+from dfnas.nas.tuning_cache import cache_path, load_choice, store_choice, tuning_key
 
 PRESETS = ("tiny", "reference")
 
@@ -111,7 +112,7 @@ def search(name: str, config: Any, data_spec: str, out: str | Path, options: Run
             if options.threads == "auto":
                 torch.set_num_threads(int(saved["run_config"]["threads"]))
         else:
-            strategy, precision, timings = _measured_setup(strategy_type, config, data, device, options)
+            strategy, precision, timings = _measured_setup(name, config, data, device, options, echo)
         for notice in getattr(strategy, "notices", []):
             echo(f"notice: {notice}")
         echo(f"precision: {precision.name}, {torch.get_num_threads()} threads"
@@ -142,10 +143,26 @@ def _data_record(data: SearchData, options: RunOptions) -> dict:
             "val": len(data.val), "val_fraction": options.val_fraction}
 
 
-def _measured_setup(strategy_type: type, config: Any, data: SearchData, device: torch.device,
-                    options: RunOptions) -> tuple:
-    """Build the strategy under the precision (and, with threads auto, the CPU thread count)
-    that trains its supernet fastest here. Returns (strategy, precision, measured seconds)."""
+def _measured_setup(name: str, config: Any, data: SearchData, device: torch.device, options: RunOptions,
+                    echo: Callable[[str], None]) -> tuple:
+    """Build strategy `name` under the precision (and, with threads auto, the CPU thread count)
+    that trains its supernet fastest here: measured, or remembered from an earlier measurement of
+    the same configuration on this machine (`tuning_cache`). Returns (strategy, precision, seconds)."""
+    strategy_type = STRATEGIES[name][0]
+    key = tuning_key(device, strategy=name, space_preset=config.space_preset, batch_size=config.batch_size,
+                     input_size=data.input_size, channels_last=options.channels_last, amp=options.amp,
+                     threads=options.threads)
+    cached = load_choice(key)
+    try:
+        precision = Precision.from_dict(device, cached["precision"]) if cached else None
+        threads = int(cached["threads"]) if cached else None
+    except (KeyError, TypeError, ValueError):  # an entry of another format: measure again
+        precision = None
+    if precision is not None:
+        if options.threads == "auto":
+            torch.set_num_threads(threads)
+        echo(f"precision and threads as measured before, from {cache_path()} (delete it to measure again)")
+        return strategy_type(config, data, precision), precision, dict(cached.get("timings", {}))
     plain = Precision(device)
     strategy = strategy_type(config, data, plain)
     probe_images = data.train.fixed_batches(config.batch_size, 1)[0].images
@@ -155,7 +172,7 @@ def _measured_setup(strategy_type: type, config: Any, data: SearchData, device: 
         chosen, thread_timings = select_threads(strategy.model, strategy.probe_forward, probe_images, precision)
         torch.set_num_threads(chosen)
         timings.update({f"threads={k}": v for k, v in thread_timings.items()})
+    store_choice(key, {"precision": precision.to_dict(), "threads": torch.get_num_threads(), "timings": timings})
     if precision != plain:
         strategy = strategy_type(config, data, precision)
     return strategy, precision, timings
-

@@ -10,47 +10,49 @@ from dfnas.nas.spaces.darts import (NUM_EDGES, NUM_NODES, DartsConfig, DartsStem
                                     as_genotype, cell_kinds, derive_genotype, edge_offset,
                                     make_preprocess, stem_output)
 from dfnas.nas.spaces.base import subnet_state_dict
-from dfnas.nas.spaces.darts_ops import PRIMITIVES, make_op
+from dfnas.nas.spaces.darts_fused import FusedEdges
+from dfnas.nas.spaces.darts_ops import PRIMITIVES
 
 
-class MixedOp(nn.Module):
-    """One edge: `sum_k w_k * op_k(x)` over `candidates` (in `PRIMITIVES` order)."""
-
-    def __init__(self, channels: int, stride: int):
-        super().__init__()
-        candidates = []
-        for name in PRIMITIVES:
-            op = make_op(name, channels, stride, affine=False)
-            if "pool" in name:
-                # As in the reference: pools get a non-affine BN so their scale matches the convs'.
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            candidates.append(op)
-        self.candidates = nn.ModuleList(candidates)
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # `none` is skipped: it outputs zeros, so neither the sum nor any gradient changes.
-        return sum(w * op(x) for w, op, name in zip(weights, self.candidates, PRIMITIVES)
-                   if name != "none")
+def edge_targets() -> list[tuple[int, ...]]:
+    """Per cell state (two inputs, then nodes 0..2), the nodes its edges feed: the inputs all four,
+    intermediate state i nodes i-1..3."""
+    return [tuple(range(max(state - 1, 0), NUM_NODES)) for state in range(NUM_NODES + 1)]
 
 
 class SearchCell(nn.Module):
+    """A cell of the supernet: every edge a softmax-weighted sum of the primitives, the edges that
+    read the same state computed together (`FusedEdges`)."""
+
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = make_preprocess(c_pp, c, reduction_prev, affine=False)
         self.preprocess1 = make_preprocess(c_p, c, False, affine=False)
-        self.edges = nn.ModuleList(
-            MixedOp(c, 2 if reduction and j < 2 else 1)
-            for node in range(NUM_NODES) for j in range(node + 2)
-        )
+        self.groups = nn.ModuleList(FusedEdges(c, 2 if reduction and state < 2 else 1, len(targets))
+                                    for state, targets in enumerate(edge_targets()))
+        for state, (group, targets) in enumerate(zip(self.groups, edge_targets())):
+            rows = [edge_offset(node) + state for node in targets]
+            group.register_buffer("edge_rows", torch.tensor(rows), persistent=False)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for node in range(NUM_NODES):
-            offset = edge_offset(node)
-            states.append(sum(self.edges[offset + j](h, weights[offset + j])
-                              for j, h in enumerate(states)))
-        return torch.cat(states[2:], dim=1)
+        nodes: list[torch.Tensor | None] = [None] * NUM_NODES
+        for state, (group, targets) in enumerate(zip(self.groups, edge_targets())):
+            if state == len(states):  # node state - 2 has all its inputs now
+                states.append(nodes[state - 2])
+            out = group(states[state], weights[group.edge_rows])
+            for e, node in enumerate(targets):
+                nodes[node] = out[:, e] if nodes[node] is None else nodes[node] + out[:, e]
+        return torch.cat(nodes, dim=1)
+
+    def candidate_state(self, node: int, j: int, name: str) -> dict[str, torch.Tensor]:
+        """Weights of candidate `name` on the edge from state `j` to node `node`, as
+        `make_op(name, ...)` names them."""
+        targets = edge_targets()[j]
+        if node not in targets:
+            raise ValueError(f"darts: no edge from state {j} to node {node}")
+        return self.groups[j].candidate_state(targets.index(node), name)
 
 
 class DartsSearchNetwork(nn.Module):
@@ -114,12 +116,14 @@ class DartsSearchNetwork(nn.Module):
         evaluation network's BN scales/shifts keep their defaults (load with `strict=False`).
         """
         genotype = as_genotype(genotype)
-        modules = [("stem", "stem")]
+        modules, candidates = [("stem", "stem")], {}
         for index, cell in enumerate(self.cells):
             modules += [(f"cells.{index}.{pre}", f"cells.{index}.{pre}") for pre in ("preprocess0", "preprocess1")]
             gene = genotype.reduce if cell.reduction else genotype.normal
-            # Pools keep no state in the evaluation network.
-            modules += [(f"cells.{index}.edges.{edge_offset(position // 2) + j}.candidates.{PRIMITIVES.index(op)}",
-                         f"cells.{index}.ops.{position}")
-                        for position, (op, j) in enumerate(gene) if "pool" not in op]
-        return subnet_state_dict(self, modules + [("classifier", "classifier")])
+            for position, (op, j) in enumerate(gene):
+                if "pool" in op:
+                    continue  # pools keep no state in the evaluation network
+                # The fused edges hold every candidate in shared tensors: slice the chosen one out.
+                for name, value in cell.candidate_state(position // 2, j, op).items():
+                    candidates[f"cells.{index}.ops.{position}.{name}"] = value
+        return {**subnet_state_dict(self, modules + [("classifier", "classifier")]), **candidates}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dfnas.config import option
+from dfnas.config import UsageError, option
 from dfnas.nas.arch import Architecture, make_architecture
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts_ops import PRIMITIVES
@@ -235,6 +235,9 @@ class DartsSearch:
                 "arch_stream": self.arch_stream.state_dict(), "last_metrics": dict(self.last_metrics)}
 
     def load_state_dict(self, state: dict) -> None:
+        if any(".edges." in key for key in state["model"]):
+            raise UsageError("this DARTS checkpoint holds the edge-by-edge supernet of an older dfnas; its weights "
+                             "do not fit the fused supernet (darts_fused.py): start the search again")
         self.model.load_state_dict(state["model"])
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.architect.optimizer.load_state_dict(state["arch_optimizer"])

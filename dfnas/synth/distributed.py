@@ -18,6 +18,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # init_world joined the process group, so close_world leaves it
 
     @property
     def is_main(self) -> bool:
@@ -58,13 +59,16 @@ def init_world(device_type: str) -> World:
     if size <= 1:
         return World()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    joins = not dist.is_initialized()
+    if joins:
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)  # NCCL binds each process to its own GPU
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank, owns_group=joins)
 
 
 def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    """Leave the process group only if `init_world` joined it: a caller that set the group up
+    (a pipeline running synthesis, then search) keeps it for its next stage."""
+    if world.owns_group and dist.is_initialized():
         dist.destroy_process_group()

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from dfnas.config import UsageError
 from dfnas.files import atomic_open
 
 
@@ -57,3 +58,11 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
         elif a != b:
             changed.append(f"{prefix}{key}")
     return changed
+
+
+def check_same_settings(saved: dict, current: dict, path: str | os.PathLike) -> None:
+    """Refuse to resume from checkpoint `path` made under other settings, naming those that differ."""
+    changed = differences(saved, current)
+    if changed:
+        raise UsageError(f"{path} was made with different settings ({', '.join(changed)}); resume with the "
+                         f"original ones or use another --out")

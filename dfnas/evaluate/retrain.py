@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dfnas.checkpoint import Checkpointer, differences, rng_state, set_rng_state
+from dfnas.checkpoint import Checkpointer, check_same_settings, rng_state, set_rng_state
 from dfnas.config import RunFailed, UsageError
 from dfnas.data.images import Batch, BatchStream
 from dfnas.device import Precision
@@ -185,10 +185,7 @@ class Retrainer:
     def load_state_dict(self, state: dict, run_config: dict, path: Path) -> None:
         if state.get("version") != CHECKPOINT_VERSION:
             raise UsageError(f"{path} is not a dfnas-train checkpoint of this version")
-        changed = differences(state["run_config"], run_config)
-        if changed:
-            raise UsageError(f"{path} was made with different settings ({', '.join(changed)}); resume with the "
-                             f"original ones or use another --out")
+        check_same_settings(state["run_config"], run_config, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:

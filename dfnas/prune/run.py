@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from dfnas.checkpoint import Checkpointer, differences
+from dfnas.checkpoint import Checkpointer, check_same_settings
 from dfnas.config import UsageError
 from dfnas.device import Precision, resolve_device
 from dfnas.evaluate.config import TrainConfig
@@ -202,10 +202,7 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
     checkpointer = Checkpointer(out / SEARCH_STATE)
     if resume and checkpointer.exists():
         state = checkpointer.load()
-        changed = differences(state["run_config"], run_config)
-        if changed:
-            raise UsageError(f"{checkpointer.path} was made with different settings ({', '.join(changed)}); resume "
-                             f"with the original ones or use another --out")
+        check_same_settings(state["run_config"], run_config, checkpointer.path)
         evolution.load_state_dict(state["search"])
 
     with exclusive_directory(out):
@@ -279,10 +276,7 @@ def _train_pruning_net(net: PruningNet, data, labels: TeacherLabels, sampler: Ra
     checkpointer = Checkpointer(out / PRUNING_NET_STATE)
     if checkpointer.exists():
         state = checkpointer.load(next(net.parameters()).device)
-        changed = differences(state["run_config"], run_config)
-        if changed:
-            raise UsageError(f"{checkpointer.path} was made with different settings ({', '.join(changed)}); resume "
-                             f"with the original ones or use another --out")
+        check_same_settings(state["run_config"], run_config, checkpointer.path)
         trainer.load_state_dict(state)
     progress.start(trainer.step, trainer.steps)
     trainer.run(checkpointer, run_config, on_step=progress.step)

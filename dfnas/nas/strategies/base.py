@@ -24,7 +24,7 @@ from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts import DartsConfig
 from dfnas.nas.spaces.proxyless import ProxylessConfig
 from dfnas.nas.spaces.spos import SposConfig
-from dfnas.checkpoint import Checkpointer, differences, rng_state, set_rng_state
+from dfnas.checkpoint import Checkpointer, check_same_settings, rng_state, set_rng_state
 from dfnas.nas.loss import LossConfig
 
 SPACE_PRESETS = ("tiny", "reference")
@@ -129,10 +129,7 @@ def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool
     start = 0
     if resume:
         state = checkpointer.load()
-        changed = differences(state["run_config"], run_config)
-        if changed:
-            raise ValueError(f"{checkpointer.path} was made with different settings ({', '.join(changed)}); "
-                             f"resume with the original ones or use another --out")
+        check_same_settings(state["run_config"], run_config, checkpointer.path)
         strategy.load_state_dict(state["strategy"])
         set_rng_state(state["rng"])
         start = int(state["next_unit"])

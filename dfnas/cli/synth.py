@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dfnas.config import Parser, add_config_flags, layered, read_toml, run_main
 from dfnas.synth.config import SynthConfig
+
+if TYPE_CHECKING:  # the engine is imported when a run starts, not for --help
+    from dfnas.synth.engine import Progress
 
 DEFAULT_OUT = "./dfnas-synth-out"
 

@@ -787,11 +787,11 @@ def render_report(plan: StudyPlan, rows: list[dict], stats: dict) -> str:
                      f"allows at this training budget: no source can be expected to rank better.")
         low = ceiling["all"]["spearman_interval"]["low"]
         if ceiling["all"]["spearman_rho"] is None or low is None or low <= 0:
-            lines += ["", f"**Warning:** the ceiling's interval reaches 0 or below: the real ranking itself is not "
-                          f"reproducible across seeds here (the architectures are closer in real accuracy than "
-                          f"seed noise and the 1,000 test digits resolve), so no row of this table measures rank "
-                          f"agreement. Spread the architectures further (another space or preset), train longer, "
-                          f"or use more architectures before reading the synthetic rows."]
+            lines += ["", "**Warning:** the ceiling's interval reaches 0 or below: the real ranking itself is not "
+                          "reproducible across seeds here (the architectures are closer in real accuracy than "
+                          "seed noise and the 1,000 test digits resolve), so no row of this table measures rank "
+                          "agreement. Spread the architectures further (another space or preset), train longer, "
+                          "or use more architectures before reading the synthetic rows."]
     else:
         lines.append(f"No `{CEILING}` source in this study: add it to see how much agreement seed noise alone allows.")
     synthetic = [(name, e) for name, e in stats["sources"].items()

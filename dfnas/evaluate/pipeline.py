@@ -137,7 +137,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, tables: dict | None = 
 def _synthesize(config: SynthConfig, out: Path, reporting: Reporting) -> dict:
     echo = reporting.echo
     finished = (out / "manifest.json").exists() and json.loads((out / "manifest.json").read_text()).get("complete")
-    echo(f"[1/3] synthetic data: " + (f"checking {out}" if finished else
+    echo("[1/3] synthetic data: " + (f"checking {out}" if finished else
                                       f"{config.num_images} images from teacher {config.teacher!r} -> {out}"))
     # Always through the writer: it refuses a dataset made with other settings and resumes a partial one.
     synthesize_dataset(config, out, resume=True, progress=None if finished else reporting.synth_progress)

@@ -2,11 +2,14 @@
 torch-pruning's own group-by-group pruning gives, with the least important channels removed."""
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
 import torch
 import torch_pruning as tp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from dfnas.config import UsageError
@@ -146,3 +149,22 @@ def test_bad_ratios_and_networks_are_refused():
         space.keep_counts([0.5])
     with pytest.raises(UsageError, match="no prunable layers"):
         ChannelSpace(nothing_to_prune(), SHAPE)
+
+
+@settings(max_examples=25, derandomize=True, deadline=None, database=None)
+@given(st.lists(st.floats(min_value=0.01, max_value=1.0), min_size=5, max_size=5))
+def test_any_ratio_vector_of_a_residual_network_builds_and_counts_right(ratios):
+    """property: every ratio vector in (0, 1] gives a runnable network with the counted shape."""
+    space = _residual_space()
+    counts = space.keep_counts(ratios)
+    pruned = space.prune(counts).eval()
+    with torch.no_grad():
+        assert pruned(torch.zeros(2, *SHAPE)).shape == (2, 10)
+    assert pruned.conv1.out_channels == counts["conv1"] == pruned.layer2[0].conv1.in_channels
+    assert space.macs(counts) == count_macs(pruned, SHAPE) <= space.teacher_macs
+
+
+@functools.lru_cache(maxsize=1)
+def _residual_space() -> ChannelSpace:
+    torch.manual_seed(0)
+    return ChannelSpace(ResNetLike(), SHAPE)

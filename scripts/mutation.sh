@@ -3,6 +3,7 @@
 #   scripts/mutation.sh GROUP [--max-children N]   run GROUP from a fresh mutants/
 #   scripts/mutation.sh GROUP results              list the last run's survivors again
 #   scripts/mutation.sh GROUP show NAME            the diff of one mutant
+#   scripts/mutation.sh GROUP rerun NAME...        run these mutants of the last run again (after new tests)
 # mutmut 3 takes one only_mutate list and one test selection from setup.cfg's [mutmut] section,
 # so this writes that section for GROUP, runs mutmut from a fresh mutants/, prints the survivors
 # and restores setup.cfg (whose committed section is the `evolution` group).
@@ -14,7 +15,7 @@ group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless |
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
-  results|show) mode=$1; shift ;;
+  results|show|rerun) mode=$1; shift ;;
   ?*) children=("$@") ;;
 esac
 
@@ -60,6 +61,7 @@ trap 'mv setup.cfg.mutation-backup setup.cfg' EXIT
 case $mode in
   show) env -u PYTHONPATH mutmut show "$@" ;;
   results) env -u PYTHONPATH mutmut results ;;
+  rerun) env -u PYTHONPATH mutmut run --max-children 1 "$@"; env -u PYTHONPATH mutmut results ;;
   run)
     rm -rf mutants
     env -u PYTHONPATH mutmut run "${children[@]}"

@@ -272,3 +272,86 @@ def test_nothing_to_prune_is_refused_with_the_reason():
     with pytest.raises(UsageError, match=r"^the teacher has no prunable layers \(no conv or linear layer outside the "
                                          r"classifier whose output channels can be removed\)$"):
         ChannelSpace(nothing_to_prune(), SHAPE)
+
+
+class _ReshapedHead(nn.Module):
+    """The classifier's output is returned through a view (same storage, another tensor)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean(dim=(2, 3))).view(-1, 2, 3)
+
+
+def test_a_classifier_returned_through_a_view_is_still_not_pruned():
+    space = ChannelSpace(_ReshapedHead(), SHAPE)
+    assert [g.name for g in space.groups] == ["conv"]
+
+
+def test_channels_are_ranked_by_the_l2_norm_of_their_weights():
+    """Channel 0 has one large weight, channel 1 nine small ones: L2 ranks 1 first (2.25 > 2.10),
+    an L1 or L3 norm would rank 0 first."""
+    model = plain_cnn(width=2)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                module.weight.fill_(1.0)
+                module.bias.fill_(0.0)
+        model[0].weight[0] = 0.0
+        model[0].weight[0, 0, 0, 0] = 1.45
+        model[0].weight[1] = 0.5
+    assert ChannelSpace(model, SHAPE).ranking["0"] == [1, 0]
+
+
+def test_groups_come_in_module_order_not_name_order():
+    layers = []
+    for i in range(6):
+        layers += [nn.Conv2d(1 if i == 0 else 3, 3, 3, padding=1), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(3 * 64, 2))
+    space = ChannelSpace(model, SHAPE)
+    assert [g.name for g in space.groups] == ["0", "2", "4", "6", "8", "10"]
+
+
+def test_macs_are_whole_numbers_summed_from_the_layers():
+    space = ChannelSpace(plain_cnn(width=6), SHAPE)
+    assert space.layer_costs == {"0": (6, 1, 64 * 9), "3": (12, 6, 16 * 9), "8": (10, 12, 1)}
+    for ratios in ([0.5, 0.5], [1.0, 0.25]):
+        macs = space.macs(space.keep_counts(ratios))
+        assert type(macs) is int and macs == count_macs(space.prune(space.keep_counts(ratios)), SHAPE)
+    assert all(type(v) is int for cost in space.layer_costs.values() for v in cost)
+
+
+def test_a_single_channel_layer_and_a_layer_used_twice_are_costed():
+    one = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.Linear(36, 2))
+    space = ChannelSpace(one, SHAPE)
+    assert space.groups[0].channels == 1 and space.macs(space.keep_counts([1.0])) == count_macs(one, SHAPE)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.shared, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.shared(torch.relu(self.shared(self.stem(x)))).mean(dim=(2, 3)))
+
+    twice = Twice()
+    space = ChannelSpace(twice, SHAPE)
+    assert space.layer_costs["shared"] == (4, 4, 2 * 64 * 9)
+    assert space.macs(space.keep_counts([1.0] * len(space))) == count_macs(twice, SHAPE)
+
+
+def test_a_two_group_convolution_is_counted_on_the_pruned_network():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Flatten(),
+                          nn.Linear(4 * 64, 2))
+    space = ChannelSpace(model, SHAPE)
+    assert space.layer_costs is None
+    counts = space.keep_counts([1.0] * len(space))
+    assert space.macs(counts) == count_macs(model, SHAPE)
+
+
+def test_shrink_keeps_a_single_channel_or_all_of_them():
+    model = shrink(plain_cnn(width=6), SHAPE, {"0": 1, "3": 12})
+    assert model[0].out_channels == 1 and model[3].in_channels == 1 and model[3].out_channels == 12

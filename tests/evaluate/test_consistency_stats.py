@@ -163,3 +163,38 @@ def test_undefined_statistics_are_reported_as_null():
     report = agreement([1, 1, 1], [1, 2, 3], resamples=20).to_dict()
     assert report["spearman_rho"] is None and report["kendall_tau"] is None
     assert report["spearman_interval"] == {"low": None, "high": None, "valid_resamples": 0, "resamples": 20}
+
+
+def test_integer_inputs_are_ranked_as_numbers():
+    """Unsigned integers would wrap around in the pairwise differences and the negation."""
+    x = np.array([[0, 5, 3, 9], [7, 1, 1, 0]], dtype=np.uint8)
+    y = np.array([[1, 2, 3, 4], [4, 3, 2, 1]], dtype=np.uint8)
+    expected = [kendall(a.astype(float), b.astype(float)) for a, b in zip(x, y)]
+    np.testing.assert_allclose(kendall_rows(x, y), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(spearman_rows(x, y), [spearman(a, b) for a, b in zip(x, y)], rtol=0, atol=1e-12)
+    assert top_half(np.array([0, 5, 3], dtype=np.uint8)).tolist() == [1, 2]
+
+
+def test_two_points_per_row_are_a_ranking_too():
+    assert kendall_rows(np.array([[1.0, 2.0]]), np.array([[1.0, 2.0]])).tolist() == [1.0]
+    assert kendall_rows(np.array([[1.0, 2.0]]), np.array([[2.0, 1.0]])).tolist() == [-1.0]
+
+
+def test_top_half_breaks_ties_by_position_in_long_lists():
+    reference = np.random.default_rng(0).integers(0, 3, size=200).astype(float)
+    expected = sorted(sorted(range(200), key=lambda i: (-reference[i], i))[:100])
+    assert top_half(reference).tolist() == expected
+
+
+def test_undefined_statistics_are_silent():
+    """A constant list or resample is NaN by definition, not a warning in the user's output."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall([1, 2, 3], [2, 2, 2]))
+        constant = np.ones((3, 4))
+        varied = np.arange(12.0).reshape(3, 4)
+        assert np.isnan(spearman_rows(constant, varied)).all() and np.isnan(kendall_rows(varied, constant)).all()
+        interval = bootstrap_interval([1, 1, 1], [1, 2, 3], "kendall", bootstrap_indices(3, 30, 0))
+    assert math.isnan(interval.low) and math.isnan(interval.high) and interval.resamples == 30

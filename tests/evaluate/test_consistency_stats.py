@@ -157,6 +157,7 @@ def test_agreement_defaults_and_its_report():
                                            "valid_resamples": result.tau_interval.valid, "resamples": 2000}}
     other = agreement(x, y, resamples=100, confidence=0.5, seed=3)
     assert other.rho_interval == bootstrap_interval(x, y, "spearman", bootstrap_indices(6, 100, 3), 0.5)
+    assert other.tau_interval == bootstrap_interval(x, y, "kendall", bootstrap_indices(6, 100, 3), 0.5)
 
 
 def test_undefined_statistics_are_reported_as_null():

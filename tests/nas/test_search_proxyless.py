@@ -292,3 +292,24 @@ def test_reinforce_loss_is_the_mean_advantage_weighted_log_probability():
         torch.testing.assert_close(alpha.detach(), a0 - 0.1 * g)
     torch.testing.assert_close(path_log_prob(start, [2, 0]),
                                torch.log_softmax(start[0], 0)[2] + torch.log_softmax(start[1], 0)[0])
+
+
+def test_a_draw_is_one_index_unless_more_are_asked_for():
+    generator = torch.Generator().manual_seed(0)
+    assert draw(torch.tensor([0.0, 1.0, 0.0]), generator) == [1]
+    assert len(draw(torch.tensor([0.2, 0.3, 0.5]), generator)) == 1
+
+
+def test_a_gated_forward_runs_the_active_op_once():
+    """The active op's output is reused, not recomputed: its BatchNorms see one batch per forward."""
+    model, batch = _supernet_and_batch()
+    edges = model.mixed_edges
+    alphas = [torch.zeros(len(e.candidates), dtype=torch.float64, requires_grad=True) for e in edges]
+    gates, involved = sample_gates(edges, alphas, "full_v2", torch.Generator().manual_seed(1))
+    tracked = [[int(m.num_batches_tracked) for m in e.candidates[e.active].modules()
+                if isinstance(m, torch.nn.BatchNorm2d)] for e in edges]
+    with GateForward(edges, gates, involved):
+        model(batch.images)
+    after = [[int(m.num_batches_tracked) for m in e.candidates[e.active].modules()
+              if isinstance(m, torch.nn.BatchNorm2d)] for e in edges]
+    assert all(a == [t + 1 for t in b] for a, b in zip(after, tracked)) and any(tracked)

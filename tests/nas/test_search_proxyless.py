@@ -313,3 +313,17 @@ def test_a_gated_forward_runs_the_active_op_once():
     after = [[int(m.num_batches_tracked) for m in e.candidates[e.active].modules()
               if isinstance(m, torch.nn.BatchNorm2d)] for e in edges]
     assert all(a == [t + 1 for t in b] for a, b in zip(after, tracked)) and any(tracked)
+
+
+@pytest.mark.parametrize("gate_mode", ["full_v2", "two"])
+def test_gates_are_drawn_from_the_given_generator_only(gate_mode):
+    """A resumed search repeats its draws: they come from the search's generator, not torch's global one."""
+    model, _ = _supernet_and_batch()
+    edges = model.mixed_edges
+    alphas = [torch.zeros(len(e.candidates)) for e in edges]
+    draws = []
+    for global_seed in range(4):
+        torch.manual_seed(global_seed)
+        gates, involved = sample_gates(edges, alphas, gate_mode, torch.Generator().manual_seed(11))
+        draws.append((involved, [e.active for e in edges]))
+    assert all(d == draws[0] for d in draws)

@@ -90,3 +90,16 @@ def test_flip_where_mirrors_exactly_the_selected_samples():
     assert torch.equal(out[0], x[0].flip(2)) and torch.equal(out[1], x[1])
     flips = draw_flips(torch.Generator().manual_seed(2), 64)
     assert flips.dtype == torch.bool and flips.shape == (64,) and 0 < int(flips.sum()) < 64
+
+
+def test_offsets_and_flips_come_from_the_given_generator_only():
+    """A resumed synthesis repeats its windows: the draws use the run's generator, not torch's global one."""
+    results = []
+    for global_seed in range(3):
+        torch.manual_seed(global_seed)
+        generator = torch.Generator().manual_seed(9)
+        results.append((draw_offsets(generator, 16, 5, 7, "per_sample"), draw_offsets(generator, 4, 5, 7, "shared"),
+                        draw_flips(generator, 32)))
+    for offsets, shared, flips in results[1:]:
+        assert torch.equal(offsets, results[0][0]) and torch.equal(shared, results[0][1])
+        assert torch.equal(flips, results[0][2])

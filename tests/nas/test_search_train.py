@@ -111,3 +111,13 @@ def test_low_precision_logits_are_scored_in_float32(dtype):
     loss = search_loss(low, batch, LossConfig(temperature=2.0, hard_weight=0.5))
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, search_loss(low.float(), batch, LossConfig(temperature=2.0, hard_weight=0.5)))
+
+
+def test_the_distillation_loss_names_its_softmax_dimension():
+    """No implicit-dimension deprecation warning from the softmaxes, once per step in a user's log."""
+    import warnings
+
+    batch = Batch(torch.zeros(3), torch.randn(3, 4), torch.randint(0, 4, (3,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search_loss(torch.randn(3, 4), batch, LossConfig(hard_weight=0.5))

@@ -103,3 +103,10 @@ def test_offsets_and_flips_come_from_the_given_generator_only():
     for offsets, shared, flips in results[1:]:
         assert torch.equal(offsets, results[0][0]) and torch.equal(shared, results[0][1])
         assert torch.equal(flips, results[0][2])
+
+
+def test_the_noise_canvas_and_its_moments_live_on_the_requested_device():
+    """Drawn on the CPU, then moved: checked with the meta device, which needs no accelerator."""
+    low, high = torch.tensor([-1.0]), torch.tensor([1.0])
+    state = RegionState.from_noise((2, 1, 4, 4), torch.Generator().manual_seed(0), torch.device("meta"), low, high)
+    assert state.canvas.device.type == state.exp_avg.device.type == state.exp_avg_sq.device.type == "meta"

@@ -332,7 +332,8 @@ def test_a_single_channel_layer_and_a_layer_used_twice_are_costed():
     class Twice(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem, self.shared, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 2)
+            self.stem, self.shared = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
             return self.fc(self.shared(torch.relu(self.shared(self.stem(x)))).mean(dim=(2, 3)))

@@ -10,8 +10,9 @@ import torch
 from dfnas.nas.search_data import load_search_data
 from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessSupernet
 from dfnas.nas.strategies import ProxylessSearch, ProxylessSearchConfig, run_search
-from dfnas.nas.strategies.proxyless_gates import GateForward, hardware_loss, sample_gates
-from dfnas.nas.strategies.proxyless_reinforce import Reinforce
+from dfnas.nas.strategies.proxyless_gates import (GateForward, draw, hardware_loss, keep_pair_mass, sample_gates,
+                                                  sample_path)
+from dfnas.nas.strategies.proxyless_reinforce import Reinforce, path_log_prob
 from dfnas.data.images import Batch
 from dfnas.device import Precision
 from dfnas.nas.loss import LossConfig
@@ -204,3 +205,125 @@ def test_impossible_target_and_mul_log_units(tmp_path):
         _search(tmp_path, target=1e-4)
     with pytest.raises(ValueError, match="mul#log needs costs and target above 1"):
         _search(tmp_path, regularizer="mul#log")
+
+
+# ----------------------------------------------------------------- found by mutation testing (issue 15)
+
+
+def test_draws_are_distinct_seeded_and_follow_the_probabilities():
+    probs = torch.tensor([0.7, 0.2, 0.1, 0.0], dtype=torch.float64)
+    pairs = [draw(probs, torch.Generator().manual_seed(s), 2) for s in range(200)]
+    assert all(len(set(p)) == 2 and 3 not in p for p in pairs)  # without replacement; p = 0 never drawn
+    assert draw(probs, torch.Generator().manual_seed(5), 2) == pairs[5]
+    firsts = [draw(probs, torch.Generator().manual_seed(s))[0] for s in range(400)]
+    assert 0.6 < firsts.count(0) / 400 < 0.8 and 0.13 < firsts.count(1) / 400 < 0.27
+
+
+def test_sample_path_activates_one_op_per_block_drawn_from_softmax_alpha():
+    model, _ = _supernet_and_batch()
+    edges = model.mixed_edges
+    peaked = [torch.full((len(e.candidates),), -30.0) for e in edges]
+    for i, alpha in enumerate(peaked):
+        alpha[i % len(alpha)] = 30.0
+    path = sample_path(edges, peaked, torch.Generator().manual_seed(0))
+    assert path == [i % len(a) for i, a in enumerate(peaked)] == [e.active for e in edges]
+    flat = [torch.zeros(len(e.candidates)) for e in edges]
+    paths = [sample_path(edges, flat, torch.Generator().manual_seed(s)) for s in range(30)]
+    assert paths[7] == sample_path(edges, flat, torch.Generator().manual_seed(7))
+    assert len({k for p in paths for k in p}) == max(len(e.candidates) for e in edges)
+
+
+def test_two_mode_gates_two_distinct_candidates_and_full_mode_all():
+    model, _ = _supernet_and_batch()
+    edges = model.mixed_edges
+    alphas = [torch.zeros(len(e.candidates)) for e in edges]
+    for seed in range(20):
+        gates, involved = sample_gates(edges, alphas, "two", torch.Generator().manual_seed(seed))
+        assert all(len(inv) == 2 == len(set(inv)) == len(g) for g, inv in zip(gates, involved))
+        assert all(e.active in inv for e, inv in zip(edges, involved))
+    gates, involved = sample_gates(edges, alphas, "full_v2", torch.Generator().manual_seed(0))
+    assert involved == [list(range(len(e.candidates))) for e in edges]
+
+
+def test_gate_forward_removes_its_hooks_on_exit():
+    model, batch = _supernet_and_batch()
+    edges = model.mixed_edges
+    alphas = [torch.zeros(len(e.candidates), dtype=torch.float64, requires_grad=True) for e in edges]
+    gates, involved = sample_gates(edges, alphas, "full_v2", torch.Generator().manual_seed(0))
+    with GateForward(edges, gates, involved) as forward:
+        assert len(forward.handles) == len(edges) and all(len(e._forward_hooks) == 1 for e in edges)
+    assert all(len(e._forward_hooks) == 0 for e in edges)
+    after = torch.autograd.grad(model(batch.images).sum(), alphas, allow_unused=True)
+    assert all(g is None for g in after)  # the gates are out of the graph again
+
+
+def test_keep_pair_mass_restores_the_pairs_total_and_moves_nothing_else():
+    old = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    alpha = old.clone()
+    alpha[[0, 2]] += torch.tensor([0.7, -0.1])  # an update of the pair (0, 2)
+    keep_pair_mass([alpha], [[0, 2]], [old[[0, 2]]])
+    torch.testing.assert_close(torch.logsumexp(alpha[[0, 2]], 0), torch.logsumexp(old[[0, 2]], 0))
+    torch.testing.assert_close(alpha[[1, 3]], old[[1, 3]])
+    torch.testing.assert_close(alpha[0] - alpha[2], torch.tensor(0.5 + 0.7 - 2.0 + 0.1))
+    torch.testing.assert_close(torch.softmax(alpha, 0)[[1, 3]], torch.softmax(old, 0)[[1, 3]])
+
+
+def test_without_a_regularizer_the_loss_is_unchanged():
+    loss = torch.tensor(2.5)
+    assert hardware_loss(loss, torch.tensor(400.0), 300.0, "none", 0.2, 0.3, 0.1) is loss
+
+
+def test_reinforce_loss_is_the_mean_advantage_weighted_log_probability():
+    """One SGD step moves alpha by -lr * d/dalpha of -mean((R - b) log p(path)): checked exactly."""
+    torch.manual_seed(0)
+    start = [torch.randn(3), torch.randn(4)]
+    paths, rewards = [[0, 1], [2, 3], [1, 1]], [0.9, 0.2, 0.4]
+    alphas = [torch.nn.Parameter(a.clone()) for a in start]
+    update = Reinforce(momentum=0.8)
+    update.baseline = 0.3
+    record = update.step(torch.optim.SGD(alphas, lr=0.1), alphas, paths, rewards)
+    baseline = 0.8 * 0.3 + 0.2 * 0.5
+    assert record == {"reward": pytest.approx(0.5), "baseline": pytest.approx(baseline)}
+    reference = [a.clone().requires_grad_() for a in start]
+    log_p = [sum(torch.log_softmax(a, 0)[k] for a, k in zip(reference, p)) for p in paths]
+    loss = -sum((r - baseline) * lp for r, lp in zip(rewards, log_p)) / 3
+    grads = torch.autograd.grad(loss, reference)
+    for alpha, a0, g in zip(alphas, start, grads):
+        torch.testing.assert_close(alpha.detach(), a0 - 0.1 * g)
+    torch.testing.assert_close(path_log_prob(start, [2, 0]),
+                               torch.log_softmax(start[0], 0)[2] + torch.log_softmax(start[1], 0)[0])
+
+
+def test_a_draw_is_one_index_unless_more_are_asked_for():
+    generator = torch.Generator().manual_seed(0)
+    assert draw(torch.tensor([0.0, 1.0, 0.0]), generator) == [1]
+    assert len(draw(torch.tensor([0.2, 0.3, 0.5]), generator)) == 1
+
+
+def test_a_gated_forward_runs_the_active_op_once():
+    """The active op's output is reused, not recomputed: its BatchNorms see one batch per forward."""
+    model, batch = _supernet_and_batch()
+    edges = model.mixed_edges
+    alphas = [torch.zeros(len(e.candidates), dtype=torch.float64, requires_grad=True) for e in edges]
+    gates, involved = sample_gates(edges, alphas, "full_v2", torch.Generator().manual_seed(1))
+    tracked = [[int(m.num_batches_tracked) for m in e.candidates[e.active].modules()
+                if isinstance(m, torch.nn.BatchNorm2d)] for e in edges]
+    with GateForward(edges, gates, involved):
+        model(batch.images)
+    after = [[int(m.num_batches_tracked) for m in e.candidates[e.active].modules()
+              if isinstance(m, torch.nn.BatchNorm2d)] for e in edges]
+    assert all(a == [t + 1 for t in b] for a, b in zip(after, tracked)) and any(tracked)
+
+
+@pytest.mark.parametrize("gate_mode", ["full_v2", "two"])
+def test_gates_are_drawn_from_the_given_generator_only(gate_mode):
+    """A resumed search repeats its draws: they come from the search's generator, not torch's global one."""
+    model, _ = _supernet_and_batch()
+    edges = model.mixed_edges
+    alphas = [torch.zeros(len(e.candidates)) for e in edges]
+    draws = []
+    for global_seed in range(4):
+        torch.manual_seed(global_seed)
+        gates, involved = sample_gates(edges, alphas, gate_mode, torch.Generator().manual_seed(11))
+        draws.append((involved, [e.active for e in edges]))
+    assert all(d == draws[0] for d in draws)

@@ -73,3 +73,51 @@ def test_thread_choice_restores_the_default():
     threads, timings = select_threads(model, lambda m, x: m(x), torch.randn(4, 1, 6, 6), Precision(torch.device("cpu")))
     assert threads in (1, default) and torch.get_num_threads() == default
     assert set(timings) == (set() if default == 1 else {str(default), "1"})
+
+
+# ----------------------------------------------------------------- found by mutation testing (issue 15)
+
+
+def test_loss_config_bounds():
+    LossConfig(temperature=1e-3, hard_weight=0.0)
+    LossConfig(hard_weight=1.0)
+    with pytest.raises(ValueError, match=r"^temperature must be > 0, got 0$"):
+        LossConfig(temperature=0)
+    with pytest.raises(ValueError, match=r"^hard_weight must be in \[0, 1\], got 1.5$"):
+        LossConfig(hard_weight=1.5)
+    with pytest.raises(ValueError, match="hard_weight"):
+        LossConfig(hard_weight=-0.1)
+
+
+def test_label_smoothing_and_a_pure_hard_label_loss():
+    logits, teacher = torch.randn(6, 5), torch.randn(6, 5)
+    targets = torch.randint(0, 5, (6,))
+    smoothed = F.cross_entropy(logits, targets, label_smoothing=0.2)
+    real = Batch(torch.zeros(6), None, targets)
+    torch.testing.assert_close(search_loss(logits, real, LossConfig(label_smoothing=0.2)), smoothed)
+    synthetic = Batch(torch.zeros(6), teacher, targets)
+    torch.testing.assert_close(search_loss(logits, synthetic, LossConfig(hard_weight=1.0, label_smoothing=0.2)),
+                               smoothed)
+    p = torch.softmax(teacher / 2, 1)
+    kl = (p * (p.log() - torch.log_softmax(logits / 2, 1))).sum(1).mean()
+    torch.testing.assert_close(search_loss(logits, synthetic, LossConfig(temperature=2.0)), 4 * kl)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_logits_are_scored_in_float32(dtype):
+    logits, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    batch = Batch(torch.zeros(4), teacher, torch.randint(0, 3, (4,)))
+    low = logits.to(dtype)
+    loss = search_loss(low, batch, LossConfig(temperature=2.0, hard_weight=0.5))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, search_loss(low.float(), batch, LossConfig(temperature=2.0, hard_weight=0.5)))
+
+
+def test_the_distillation_loss_names_its_softmax_dimension():
+    """No implicit-dimension deprecation warning from the softmaxes, once per step in a user's log."""
+    import warnings
+
+    batch = Batch(torch.zeros(3), torch.randn(3, 4), torch.randint(0, 4, (3,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search_loss(torch.randn(3, 4), batch, LossConfig(hard_weight=0.5))

@@ -34,3 +34,17 @@ def test_short_last_shard_and_balanced_labels(tiny_teacher):
     assert last.images.shape[0] == 3
     # Chain g gets class g mod 10: shard 1 holds chains 4 and 5 (2 chains x 2 rounds, 3 kept).
     assert torch.equal(last.targets, torch.tensor([4, 5, 4]))
+
+
+def test_calibrated_targets_are_the_tempered_softmax_and_classes_their_argmax():
+    from dfnas.synth.calibration import balanced_labels, calibrated_targets, target_classes
+
+    logits = torch.tensor([[1.0, 3.0, 0.0], [2.0, -1.0, 0.5]], dtype=torch.float64)
+    soft = calibrated_targets(logits, 2.0)
+    assert soft.dtype == torch.float32
+    torch.testing.assert_close(soft, torch.softmax(logits.float() / 2.0, dim=1))
+    assert torch.equal(target_classes(soft), torch.tensor([1, 0]))
+    hard = torch.tensor([2, 0, 1])
+    assert target_classes(hard) is hard
+    assert torch.equal(balanced_labels(8, 5, 3), torch.tensor([2, 0, 1, 2, 0]))
+    assert balanced_labels(0, 4, 10).dtype == torch.int64

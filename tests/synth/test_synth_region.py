@@ -62,3 +62,51 @@ def test_flip_only_when_the_teacher_allows_it():
     assert not Synthesizer(make_tiny_teacher(flip_ok=False), SynthConfig()).flip
     assert Synthesizer(make_tiny_teacher(flip_ok=True), SynthConfig()).flip
     assert not Synthesizer(make_tiny_teacher(flip_ok=True), SynthConfig(flip=False)).flip
+
+
+def test_noise_canvas_is_clamped_per_channel_with_zero_moments():
+    low, high = torch.tensor([-0.5, 0.0, -2.0]), torch.tensor([0.5, 1.0, 2.0])
+    state = RegionState.from_noise((8, 3, 6, 6), torch.Generator().manual_seed(3), torch.device("cpu"), low, high)
+    noise = torch.randn((8, 3, 6, 6), generator=torch.Generator().manual_seed(3))
+    expected = torch.maximum(torch.minimum(noise, high.view(1, -1, 1, 1)), low.view(1, -1, 1, 1))
+    assert torch.equal(state.canvas, expected)
+    assert (state.canvas[:, 0] == 0.5).any() and (state.canvas[:, 0] == -0.5).any()
+    assert torch.equal(state.exp_avg, torch.zeros_like(expected)) and torch.equal(state.exp_avg_sq, state.exp_avg)
+    assert state.step == 0
+
+
+def test_offsets_reach_both_ends_of_their_range_and_shared_offsets_vary_between_draws():
+    generator = torch.Generator().manual_seed(1)
+    offsets = draw_offsets(generator, 400, 3, 5, "per_sample")
+    assert set(offsets[:, 0].tolist()) == {0, 1, 2, 3} and set(offsets[:, 1].tolist()) == set(range(6))
+    shared = [tuple(draw_offsets(generator, 4, 3, 5, "shared")[0].tolist()) for _ in range(20)]
+    assert len(set(shared)) > 1
+    assert draw_offsets(generator, 4, 3, 5, "shared").shape == (4, 2)
+
+
+def test_flip_where_mirrors_exactly_the_selected_samples():
+    x = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).view(2, 1, 2, 3)
+    out = flip_where(x, torch.tensor([True, False]))
+    assert torch.equal(out[0], x[0].flip(2)) and torch.equal(out[1], x[1])
+    flips = draw_flips(torch.Generator().manual_seed(2), 64)
+    assert flips.dtype == torch.bool and flips.shape == (64,) and 0 < int(flips.sum()) < 64
+
+
+def test_offsets_and_flips_come_from_the_given_generator_only():
+    """A resumed synthesis repeats its windows: the draws use the run's generator, not torch's global one."""
+    results = []
+    for global_seed in range(3):
+        torch.manual_seed(global_seed)
+        generator = torch.Generator().manual_seed(9)
+        results.append((draw_offsets(generator, 16, 5, 7, "per_sample"), draw_offsets(generator, 4, 5, 7, "shared"),
+                        draw_flips(generator, 32)))
+    for offsets, shared, flips in results[1:]:
+        assert torch.equal(offsets, results[0][0]) and torch.equal(shared, results[0][1])
+        assert torch.equal(flips, results[0][2])
+
+
+def test_the_noise_canvas_and_its_moments_live_on_the_requested_device():
+    """Drawn on the CPU, then moved: checked with the meta device, which needs no accelerator."""
+    low, high = torch.tensor([-1.0]), torch.tensor([1.0])
+    state = RegionState.from_noise((2, 1, 4, 4), torch.Generator().manual_seed(0), torch.device("meta"), low, high)
+    assert state.canvas.device.type == state.exp_avg.device.type == state.exp_avg_sq.device.type == "meta"

@@ -19,3 +19,11 @@ def test_warmup_then_cosine():
 def test_no_warmup_and_fraction():
     assert warmup_cosine_lr(1.0, 0, 10, 0) == 1.0
     assert warmup_iterations(2000, 0.05) == 100
+
+
+def test_warmup_boundary_and_rounding():
+    """The first iteration after warm-up is the cosine's start (base), the warm-up's last reaches base."""
+    assert warmup_cosine_lr(0.5, 3, 10, 4) == 0.5
+    assert warmup_cosine_lr(0.5, 4, 10, 4) == 0.5
+    assert math.isclose(warmup_cosine_lr(0.5, 7, 10, 4), 0.25 * (1 + math.cos(math.pi * 3 / 6)))
+    assert warmup_iterations(10, 0.26) == 3 and warmup_iterations(10, 0.24) == 2

@@ -98,6 +98,8 @@ class ChannelSpace:
         self.groups = tuple(Group(name, _out_channels(root), tuple(dict.fromkeys(e[0] for e in edits)))
                             for name, root, _, edits in found)
         self.edits = {name: edits for name, _, _, edits in found}
+        self.handlers = {(layer, handler.__name__): handler for edits in self.edits.values()
+                         for layer, handler, _, _ in edits}
         # Most important first; ties broken by index so the ranking is deterministic.
         self.ranking = {name: sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
                         for name, _, scores, _ in found}
@@ -133,12 +135,10 @@ class ChannelSpace:
     def prune(self, counts: dict[str, int]) -> nn.Module:
         """A pruned copy of the network keeping counts[g] highest-ranked channels of each group g.
         Each layer is cut once, by `removals`: no dependency graph per candidate."""
-        handlers = {(layer, handler.__name__): handler for edits in self.edits.values()
-                    for layer, handler, _, _ in edits}
         model = copy.deepcopy(self.model)
         modules = dict(model.named_modules())
         for (layer, name), lost in self.removals(counts).items():
-            handlers[layer, name](modules[layer], sorted(lost))
+            self.handlers[layer, name](modules[layer], sorted(lost))
         return model
 
     def macs(self, counts: dict[str, int]) -> int:

@@ -15,7 +15,6 @@ after a kill continues and ends where an uninterrupted run would.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -78,21 +77,11 @@ class PruneOutcome:
         return f"{line}; {r['verdict']} -> {self.out / 'pruned.safetensors'}"
 
 
-def base_factory(spec: str, weights: str | None) -> tuple[str, dict]:
-    """The factory that builds the unpruned teacher and its keyword arguments, so a pruned copy
-    can be rebuilt by `dfnas.prune.pruned.build`; TorchScript and timm teachers are refused."""
-    from dfnas.teachers import metadata
-    from dfnas.teachers.loader import BUNDLED_METADATA
-
-    if spec == "default":
-        bundled = json.loads(BUNDLED_METADATA.read_text())
-        sidecar = {} if weights is None else metadata.read_metadata_file(metadata.sidecar_path(Path(weights)))
-        return bundled["factory"], sidecar.get("factory_kwargs", bundled["factory_kwargs"])
-    if ":" in spec and not spec.startswith("timm:") and not Path(spec).exists():
-        sidecar = metadata.read_metadata_file(metadata.sidecar_path(Path(weights))) if weights else {}
-        return spec, sidecar.get("factory_kwargs", {})
-    raise UsageError(f"--teacher {spec!r}: dfnas-prune needs 'default' or a 'pkg.module:factory' teacher "
-                     f"(a TorchScript or timm model cannot be rebuilt at a pruned shape)")
+def check_rebuildable(spec: str) -> None:
+    """Refuse, before loading anything, a teacher that cannot be rebuilt at a pruned shape."""
+    if spec.startswith("timm:") or (spec != "default" and (":" not in spec or Path(spec).exists())):
+        raise UsageError(f"--teacher {spec!r}: dfnas-prune needs 'default' or a 'pkg.module:factory' teacher "
+                         f"(a TorchScript or timm model cannot be rebuilt at a pruned shape)")
 
 
 def _load_teacher(config: PruneConfig, device: torch.device):
@@ -168,7 +157,7 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
     started = time.perf_counter()
     out = Path(out)
     _check_output(out, resume)
-    base, base_kwargs = base_factory(config.teacher, config.weights)
+    check_rebuildable(config.teacher)
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -235,7 +224,7 @@ def prune_teacher(config: PruneConfig, out: str | Path, *, resume: bool = False,
                              {**run_config, "network": name, "counts": counts}, train_progress(name))
             networks[name] = {**_describe(model, counts, ratios, sources, input_shape),
                               "before_distillation": asdict(score_of(ratios))}
-            _save(out, name, model, counts, base, base_kwargs, input_shape, teacher)
+            _save(out, name, model, counts, input_shape, teacher)
             echo(f"{name}: {_line(networks[name])}")
 
         teacher_size = size_of(teacher.model, input_shape)
@@ -323,8 +312,7 @@ def _verdict(networks: dict, teacher: dict) -> str:
     return head + (f", {ahead:+.1%} vs uniform pruning" if ahead else ", equal to uniform pruning")
 
 
-def _save(out: Path, name: str, model: nn.Module, counts: dict, base: str, base_kwargs: dict, input_shape,
-          teacher) -> None:
+def _save(out: Path, name: str, model: nn.Module, counts: dict, input_shape, teacher) -> None:
     """`<name>.safetensors` + `<name>.json`: loadable with load_teacher(FACTORY, weights=...)."""
     stem = "pruned" if name == "searched" else name
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -334,5 +322,5 @@ def _save(out: Path, name: str, model: nn.Module, counts: dict, base: str, base_
         "name": f"{info.name} pruned ({name})", "class_names": list(info.class_names),
         "num_classes": info.num_classes, "input_size": list(info.input_size), "in_channels": info.in_channels,
         "mean": list(info.mean), "std": list(info.std), "flip_ok": info.flip_ok,
-        "factory_kwargs": {"base": base, "base_kwargs": base_kwargs, "input_shape": list(input_shape),
+        "factory_kwargs": {"base": teacher.factory, "base_kwargs": teacher.factory_kwargs, "input_shape": list(input_shape),
                            "channels": counts}})

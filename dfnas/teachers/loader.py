@@ -20,6 +20,7 @@ from dfnas.teachers.weights import existing_file, load_state_dict_strictly, read
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 BUNDLED_METADATA = BUNDLED_DIR / "default.json"
+DEFAULT_FACTORY = f"{DigitCNN.__module__}:{DigitCNN.__name__}"
 _FACTORY_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _SPEC_HELP = "expected 'default', a TorchScript file, 'pkg.module:factory' (with weights=) or 'timm:<name>' (with weights=)"
 
@@ -44,12 +45,15 @@ def load_teacher(
     bundled default.json. Raises ValueError (one line) when anything does not fit.
     """
     spec, device = os.fspath(spec), torch.device(device)
+    factory = None  # what builds the model, where it is rebuildable code
     if spec == "default":
         model, sha256, metadata = _bundled(weights, metadata_overrides)
+        factory = DEFAULT_FACTORY
     elif spec.startswith("timm:"):
         model, sha256, metadata = _timm(spec, weights, metadata_overrides)
     elif _FACTORY_SPEC.fullmatch(spec) and not Path(spec).exists():
         model, sha256, metadata = _factory(spec, weights, metadata_overrides)
+        factory = spec
     elif Path(spec).is_file() or Path(spec).suffix or "/" in spec:
         model, sha256, metadata = _torchscript(spec, weights, metadata_overrides)
     else:
@@ -62,7 +66,8 @@ def load_teacher(
     for parameter in model.parameters():  # per parameter: ScriptModules refuse Module.requires_grad_
         parameter.requires_grad_(False)
     probe_classes = _probe(model, spec, torch.zeros(2, channels, height, width, device=device))
-    return Teacher(model=model, info=meta.build_info(spec, sha256, metadata, probe_classes))
+    return Teacher(model=model, info=meta.build_info(spec, sha256, metadata, probe_classes), factory=factory,
+                   factory_kwargs=dict(metadata.get("factory_kwargs", {})) if factory else {})
 
 
 def _bundled(weights: str | os.PathLike | None, overrides: dict[str, Any]) -> tuple[nn.Module, str, dict[str, Any]]:

@@ -1,7 +1,7 @@
 """What a loaded teacher is: the frozen model plus the facts synthesis and evaluation need."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -14,3 +14,7 @@ class Teacher:
 
     model: nn.Module
     info: TeacherInfo
+    # How the model was built, for code that rebuilds it at another shape (dfnas.prune): the
+    # 'pkg.module:factory' and its keyword arguments; None for TorchScript and timm teachers.
+    factory: str | None = None
+    factory_kwargs: dict = field(default_factory=dict)

@@ -6,7 +6,7 @@ Every architecture is trained with the same budget on every source and evaluated
 held-out digits; report.md gives Spearman rho and Kendall tau of each source's ranking against
 `real` (all architectures and the top half) with bootstrap intervals. `--config FILE` is a TOML
 file with the flags' keys at the top, a [train] table (dfnas-train settings of every training)
-and [sources.<name>] tables (a built-in source's synthesis settings, or a new named source with
+and [source.<name>] tables (a built-in source's synthesis settings, or a new named source with
 `base = "rlc"` and its settings). Rerunning the same command continues. Under `torchrun` each
 rank trains its share; rank 0 writes the report. Bad input: one line on stderr, exit code 2.
 """
@@ -19,7 +19,6 @@ from dfnas.config import Parser, add_config_flags, layered, read_toml, run_main
 
 PROG = "dfnas-consistency"
 DEFAULT_OUT = "./dfnas-consistency-out"
-TABLES = ("train", "sources")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
     parser.add_argument("--out", metavar="DIR", help=f"output directory (default: {DEFAULT_OUT}); rerun to continue")
     parser.add_argument("--config", metavar="FILE",
-                        help="TOML: these flags' keys, plus [train] and [sources.<name>] tables (docs/consistency.md)")
+                        help="TOML: these flags' keys, plus [train] and [source.<name>] tables (docs/consistency.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-training lines")
     add_config_flags(parser, StudyConfig())
     return parser
@@ -40,7 +39,8 @@ def run(argv: list[str] | None) -> int:
 
     args = build_parser().parse_args(argv)
     values = read_toml(args.config) if "config" in args else {}
-    tables = {name: values.pop(name) for name in TABLES if name in values}
+    # every table goes to the study, which names the ones it does not know
+    tables = {name: values.pop(name) for name in list(values) if isinstance(values[name], dict)}
     out = getattr(args, "out", values.pop("out", DEFAULT_OUT))
     config = layered(StudyConfig(), values, args)
     quiet = getattr(args, "quiet", False)

@@ -80,7 +80,7 @@ NOT_COMPARED = ("device", "threads", "export", "latency_runs", "data")
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """The study's own settings; `[train]` and `[sources.<name>]` tables of --config hold the rest."""
+    """The study's own settings; `[train]` and `[source.<name>]` tables of --config hold the rest."""
 
     space: str = option("spos", "search space the architectures are drawn from", choices=SPACE_NAMES)
     preset: str = option("tiny", "size of the space: tiny (minutes per training on a CPU) or reference",
@@ -89,7 +89,7 @@ class StudyConfig:
     candidates: int = option(2000, "random architectures drawn before the N spread over MACs are picked",
                              min=1, max=10**6)
     sources: str = option(",".join(DEFAULT_SOURCES), "comma-separated sources to train on: built-in "
-                          f"({', '.join(BUILTIN_SOURCES)}) or named in [sources.<name>] of --config; "
+                          f"({', '.join(BUILTIN_SOURCES)}) or named in [source.<name>] of --config; "
                           "'real' (the reference) is always included")
     seed: int = option(0, "seed of the architecture sample, the syntheses and the trainings", min=0, max=2**31 - 1)
     workers: int = option(1, "trainings run at once in worker processes (1 torch thread each)", min=1, max=1024)
@@ -122,7 +122,7 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """The keys of a `[sources.<name>]` table besides dfnas-synth settings."""
+    """The keys of a `[source.<name>]` table besides dfnas-synth settings."""
 
     base: str | None = option(None, "the built-in source a new one starts from", choices=tuple(BUILTIN_SOURCES))
     seed_offset: int = option(0, "added to --seed for this source's trainings (real-reseed: 1)", min=0, max=10**6)
@@ -217,15 +217,17 @@ def plan_study(config: StudyConfig, tables: dict | None, out: str | Path) -> Stu
     """Resolve and check everything the study needs; nothing is written. Bad input: UsageError."""
     out = Path(out)
     tables = dict(tables or {})
-    unknown = sorted(set(tables) - {"train", "sources"})
+    if "sources" in tables:  # `sources` is the list of sources to run; a table of that name cannot coexist in TOML
+        raise UsageError("config file: name source tables [source.<name>] (singular), e.g. [source.rlc-T2]")
+    unknown = sorted(set(tables) - {"train", "source"})
     if unknown:
-        raise UsageError(f"config file: unknown table(s) {', '.join(unknown)}; expected [train] and [sources.<name>]")
+        raise UsageError(f"config file: unknown table(s) {', '.join(unknown)}; expected [train] and [source.<name>]")
     check(config)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    source_tables = tables.get("sources", {})
+    source_tables = tables.get("source", {})
     if not isinstance(source_tables, dict) or not all(isinstance(v, dict) for v in source_tables.values()):
-        raise UsageError("config file: [sources] must hold one table per source, e.g. [sources.rlc-T2]")
+        raise UsageError("config file: [source] must hold one table per source, e.g. [source.rlc-T2]")
     teacher_input = _teacher_input(config)
     sources = [resolve_source(name, source_tables.get(name), config, teacher_input)
                for name in config.source_names()]
@@ -265,8 +267,8 @@ def _teacher_input(config: StudyConfig) -> int:
 
 
 def resolve_source(name: str, table: dict | None, config: StudyConfig, crop_default: int) -> Source:
-    """A source from its name (built-in, or defined by `[sources.<name>]` with `base = ...`) and table."""
-    where = f"config file [sources.{name}]"
+    """A source from its name (built-in, or defined by `[source.<name>]` with `base = ...`) and table."""
+    where = f"config file [source.{name}]"
     table = {str(k).replace("-", "_"): v for k, v in (table or {}).items()}
     own = {f.name for f in dataclasses.fields(SourceOptions)}
     synth_fields = [f.name for f in dataclasses.fields(SynthConfig) if f.name not in STUDY_SYNTH_KEYS]
@@ -278,7 +280,7 @@ def resolve_source(name: str, table: dict | None, config: StudyConfig, crop_defa
     if name in BUILTIN_SOURCES:
         if table.get("base", name) != name:
             raise UsageError(f"{where}: the built-in source {name!r} cannot change its base; give the variant "
-                             f"another name, e.g. [sources.{name}-2]")
+                             f"another name, e.g. [source.{name}-2]")
         base = name
     elif "base" in table:
         base = table["base"]
@@ -286,7 +288,7 @@ def resolve_source(name: str, table: dict | None, config: StudyConfig, crop_defa
             raise UsageError(f"{where}: base must be one of {', '.join(BUILTIN_SOURCES)}, got {base!r}")
     else:
         raise UsageError(f"unknown source {name!r}; expected one of {', '.join(BUILTIN_SOURCES)}, or define "
-                         f"[sources.{name}] with base = one of them in --config")
+                         f"[source.{name}] with base = one of them in --config")
     builtin = BUILTIN_SOURCES[base]
     options = SourceOptions(base=base, seed_offset=builtin.get("seed_offset", 0),
                             regional=builtin.get("regional", True))
@@ -470,7 +472,7 @@ def _check_existing(out: Path, record: dict, arch_dicts: dict[str, dict]) -> Non
             differ = _differences(_flat(before), _flat(source))
             if differ:
                 raise UsageError(f"{out}: source {name!r} was made with other settings ({differ}); give the new "
-                                 f"definition another name (e.g. [sources.{name}-2] base = '{source['base']}') or "
+                                 f"definition another name (e.g. [source.{name}-2] base = '{source['base']}') or "
                                  f"use another --out")
     for arch_id, data in arch_dicts.items():
         arch_path = out / "archs" / f"{arch_id}.json"

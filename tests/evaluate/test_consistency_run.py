@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,12 +90,13 @@ def _error(capsys) -> str:
     (["--sources", "real,bogus"], "", "unknown source 'bogus'"),
     (["--space", "nope"], "", "invalid choice: 'nope'"),
     (["--num-archs", "2"], "", "at least 3 for a rank correlation"),
-    (["--sources", "real,mine"], '[sources.mine]\nbase = "reg"\ndata = "no-such-dataset"\n', "does not exist"),
-    (["--sources", "real,real-reseed"], "[sources.real-reseed]\niterations = 5\n", "trains on the real digits"),
-    (["--sources", "real,rlc-T2"], '[sources.rlc-T2]\nbase = "rlc"\ncalibration_temprature = 2\n',
+    (["--sources", "real,mine"], '[source.mine]\nbase = "reg"\ndata = "no-such-dataset"\n', "does not exist"),
+    (["--sources", "real,real-reseed"], "[source.real-reseed]\niterations = 5\n", "trains on the real digits"),
+    (["--sources", "real,rlc-T2"], '[source.rlc-T2]\nbase = "rlc"\ncalibration_temprature = 2\n',
      "unknown setting 'calibration_temprature'"),
     (["--sources", "real"], "[train]\nsteps = 5\n", "decided by the study"),
-    (["--sources", "real,reg"], "[sources.reg]\ncanvas = 32\n", "regional = false means canvas = crop"),
+    (["--sources", "real,reg"], "[source.reg]\ncanvas = 32\n", "regional = false means canvas = crop"),
+    (["--sources", "real,reg"], "[sources.reg]\ncanvas = 28\n", "name source tables [source.<name>] (singular)"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra, toml, message):
     out = tmp_path / "out"
@@ -107,13 +109,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra
     assert not out.exists()
 
 
+def test_the_sweep_recipe_of_the_docs_is_a_valid_config(tmp_path):
+    """Guards the recipe itself: a top-level `sources` list beside `[sources.<name>]` tables is not TOML."""
+    docs = (Path(__file__).parents[2] / "docs" / "consistency.md").read_text()
+    recipe = docs.split("# sweep.toml\n", 1)[1].split("```", 1)[0]
+    values = tomllib.loads(recipe)
+    tables = {name: values.pop(name) for name in ("train", "source") if name in values}
+    plan = plan_study(StudyConfig(**values, candidates=60), tables, tmp_path / "study")
+    assert [s.name for s in plan.sources] == values["sources"].split(",")
+    assert plan.source("rlc-T4").synth.calibration_temperature == 4.0 and plan.source("rlc-K8").synth.rounds == 8
+
+
 def test_a_different_study_in_the_same_directory_is_refused(tmp_path):
     config = StudyConfig(space="spos", num_archs=3, candidates=60, sources="real", steps=12)
     plan = plan_study(config, {}, tmp_path / "study")
     consistency._write_study(plan)
     plan_study(config, {}, tmp_path / "study")  # the same study: fine
     more = plan_study(StudyConfig(space="spos", num_archs=3, candidates=60, sources="real,real-reseed,rlc-T2", steps=12),
-                      {"sources": {"rlc-T2": {"base": "rlc", "calibration_temperature": 2.0}}}, tmp_path / "study")
+                      {"source": {"rlc-T2": {"base": "rlc", "calibration_temperature": 2.0}}}, tmp_path / "study")
     assert [s.name for s in more.sources] == ["real", "real-reseed", "rlc-T2"]  # sources may be added
     assert more.source("rlc-T2").synth.calibration_temperature == 2.0 and more.source("rlc-T2").synth.rounds == 4
     assert [job.config.seed for job in more.jobs[::3]] == [0, 1, 0]  # real-reseed: another training seed

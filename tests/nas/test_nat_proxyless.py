@@ -187,3 +187,13 @@ def test_unsupported_spaces_and_mismatched_tables_are_one_line_errors(tmp_path, 
     err = _error(capsys, common + [*PROXYLESS, "--max-macs", str(low / 2)])
     assert "max_macs" in err and "impossible" in err
     assert not out.exists()
+
+
+def test_dfnas_run_keeps_spos_and_takes_the_space_from_its_config_file(tmp_path):
+    """Guards: `dfnas-run --strategy nat` silently changing space, or its `[search]` table not
+    reaching NAT's `space`."""
+    from dfnas.evaluate.pipeline import PipelineConfig, stage_settings
+
+    config = PipelineConfig(strategy="nat")
+    assert stage_settings(config, {}, tmp_path).search.space == "spos"
+    assert stage_settings(config, {"search": {"space": "proxyless"}}, tmp_path).search.space == "proxyless"

@@ -1,5 +1,6 @@
 """NAT's supernet on the ProxylessNAS space: single-path training with paths drawn uniformly per
-block (SPOS's rule, which NAT's and OFA's progressive training reduce to without elastic width).
+block (SPOS's rule; OFA, whose supernet NAT adapts, also trains one random subnet per step once
+every dimension is elastic, after progressive shrinking and with in-place distillation we omit).
 
 `ProxylessUniformSupernet` is the ProxylessNAS counterpart of the parts of `SposSearch` that NAT
 uses: the warm-start epochs (SGD, linear lr decay to 0, weight decay on conv/linear weights only;

@@ -43,8 +43,10 @@ def _dataset(tmp_path: Path) -> Path:
 
 
 genomes = st.tuples(*(st.integers(0, count - 1) for count in ENCODING.counts))
-# The same examples every run, and no database written outside tmp_path (as the other property tests).
+
+
 def property_settings(examples: int) -> settings:
+    """The same examples every run, and no example database (as the other property tests)."""
     return settings(max_examples=examples, derandomize=True, database=None, deadline=None)
 
 

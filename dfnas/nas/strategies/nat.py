@@ -136,15 +136,15 @@ class NatSearch:
     def _propose(self, model: Regressor, seed: int) -> tuple[list[tuple[int, ...]], list[float]]:
         """`picks` new feasible architectures: the predicted front of NSGA-II's final population
         first, spread along the first cost, then its other members, then random ones."""
-        num_choices = self.encoding.counts
+        counts = self.encoding.counts
 
         def objectives(genomes: np.ndarray) -> np.ndarray:
-            error = 1.0 - model.predict(one_hot(genomes, num_choices))
+            error = 1.0 - model.predict(one_hot(genomes, counts))
             return np.stack([error, *(self.costs.of(genomes, c) for c in self.costs.objectives)], axis=1)
 
         front = self.archive.paths()[self.front()]
         with one_blas_thread():
-            population = nsga2(self.encoding.num_layers, num_choices, objectives,
+            population = nsga2(self.encoding.num_layers, counts, objectives,
                                1 + len(self.costs.objectives), self.costs.violations if self.costs.limits else None,
                                len(self.costs.limits), front, self.config.nsga_population,
                                self.config.nsga_generations, seed)
@@ -166,7 +166,7 @@ class NatSearch:
         guesses = [float(1.0 - population.objectives[i, 0]) for i in chosen]
         for path in self._random_paths(self.config.picks - len(paths), paths):  # NSGA-II found too few new ones
             paths.append(path)
-            guesses.append(float(model.predict(one_hot([path], num_choices))[0]))
+            guesses.append(float(model.predict(one_hot([path], counts))[0]))
         return paths, guesses
 
     def _rescores(self) -> bool:

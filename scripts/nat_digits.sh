@@ -3,17 +3,21 @@
 # on a synthetic set of the bundled teacher and on the real digits; the cheapest, the middle and the
 # dearest member of each front are retrained from scratch on the real digits (dfnas-train defaults)
 # and scored on the real held-out split. Prints the table and each run's hypervolume per iteration.
-# Usage: bash scripts/nat_digits.sh [OUT] [SEED] [SYNTH_DIR]     (~10 min on 2 idle cores)
+# SPACE (spos or proxyless) is NAT's --space.
+# Usage: bash scripts/nat_digits.sh [OUT] [SEED] [SYNTH_DIR] [SPACE]
+#        (~10 min on 2 idle cores for spos, ~25 min for proxyless)
 set -euo pipefail
 out="${1:-nat-digits}"
 seed="${2:-0}"
 synth="${3:-$out/synth}"
+space="${4:-spos}"
 mkdir -p "$out"
 [ -f "$synth/manifest.json" ] || dfnas-synth --out "$synth" --seed "$seed" --quiet
 for data in synth mnist; do
   source="$synth"; [ "$data" = mnist ] && source=mnist
   run="$out/nat-$data"
-  [ -f "$run/architecture.json" ] || dfnas-search nat --data "$source" --out "$run" --seed "$seed" --threads 1 --quiet
+  [ -f "$run/architecture.json" ] || dfnas-search nat --space "$space" --data "$source" --out "$run" --seed "$seed" --threads 1 \
+    --quiet
   members=("$run"/front/*.json)
   count=${#members[@]}
   for index in 0 $((count / 2)) $((count - 1)); do

@@ -149,9 +149,12 @@ def _measured_setup(name: str, config: Any, data: SearchData, device: torch.devi
     that trains its supernet fastest here: measured, or remembered from an earlier measurement of
     the same configuration on this machine (`tuning_cache`). Returns (strategy, precision, seconds)."""
     strategy_type = STRATEGIES[name][0]
+    # NAT searches more than one space (other supernets, other timings); the key of every other
+    # strategy stays as it was, so their remembered choices stay valid.
+    space = {"space": config.space} if hasattr(config, "space") else {}
     key = tuning_key(device, strategy=name, space_preset=config.space_preset, batch_size=config.batch_size,
                      input_size=data.input_size, channels_last=options.channels_last, amp=options.amp,
-                     threads=options.threads)
+                     threads=options.threads, **space)
     cached = load_choice(key)
     try:
         precision = Precision.from_dict(device, cached["precision"]) if cached else None

@@ -1,7 +1,9 @@
-"""Neural Architecture Transfer (Lu et al. 2021; MSuNAS search), data-free, on the SPOS space.
+"""Neural Architecture Transfer (Lu et al. 2021; MSuNAS search), data-free, on the SPOS or the
+ProxylessNAS space (`space`; genomes and supernets per space in `nat_spaces`).
 
 Units, checkpointed one by one like every strategy:
-1. `epochs` warm-start epochs: SPOS supernet training (uniform paths), by `SposSearch` itself;
+1. `epochs` warm-start epochs: supernet training on uniform single paths (`SposSearch` itself,
+   or `nat_supernet.ProxylessUniformSupernet`);
 2. the initial archive: `initial_samples` architectures (the cheapest and dearest by the first
    cost, then uniform random ones within the constraints), each scored exactly (BN
    recalibration, then val agreement: `PathEvaluator`), costs from the layout tables;
@@ -26,7 +28,7 @@ from torch import nn
 
 from dfnas.device import Precision
 from dfnas.files import atomic_write_json
-from dfnas.nas.arch import Architecture, make_architecture
+from dfnas.nas.arch import Architecture
 from dfnas.nas.profile import CostTable
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.strategies.nat_archive import COST_UNITS, Archive, Member
@@ -36,7 +38,7 @@ from dfnas.nas.strategies.nat_front import hypervolume, non_dominated, spread_pi
 from dfnas.nas.strategies.nat_nsga import nsga2
 from dfnas.nas.strategies.nat_predictors import (Regressor, kendall_tau, make_predictor, one_blas_thread, one_hot,
                                                  select_predictor)
-from dfnas.nas.strategies.spos import SposSearch
+from dfnas.nas.strategies.nat_spaces import PathEncoding, build_supernet
 
 SAMPLING_TRIES = 100  # uniform draws per wanted architecture before giving up
 
@@ -48,16 +50,17 @@ class NatSearch:
     def __init__(self, config: NatSearchConfig, data: SearchData, precision: Precision):
         config.check()
         self.config = config
-        self.supernet = SposSearch(config.spos_config(), data, precision)
+        self.supernet = build_supernet(config.space, config.spos_config(), data, precision)
         self.notices = self.supernet.notices
         self.model: nn.Module = self.supernet.model
         self.metric = self.supernet.metric
         self.num_classes = data.num_classes
         self.space_config = self.supernet.space_config
+        self.encoding = PathEncoding.of(config.space, self.space_config)
         objectives, limits = config.objective_names(), config.limits()
-        latency = (latency_table(config.latency_table, self.space_config, precision.device)
+        latency = (latency_table(config.latency_table, config.space, self.space_config, precision.device)
                    if "latency" in objectives or "latency" in limits else None)
-        self.costs = Costs(self.space_config, objectives, limits, latency)
+        self.costs = Costs(config.space, self.space_config, objectives, limits, latency)
         self.generator = torch.Generator().manual_seed(config.seed + 7)
         self.archive = Archive()
         self.history: list[dict] = []  # per archive state: iteration, hypervolume, predictor tau
@@ -107,7 +110,7 @@ class NatSearch:
 
     def _iteration(self, iteration: int, progress: Callable[[int], None]) -> dict:
         config = self.config
-        features = one_hot(self.archive.paths(), self.space_config.num_choices)
+        features = one_hot(self.archive.paths(), self.encoding.counts)
         seed = config.seed + iteration
         factories = {name: (lambda name=name: make_predictor(name, seed)) for name in config.predictor_names()}
         selection = select_predictor(features, self.archive.agreements(), factories, config.cv_folds, seed)
@@ -133,15 +136,15 @@ class NatSearch:
     def _propose(self, model: Regressor, seed: int) -> tuple[list[tuple[int, ...]], list[float]]:
         """`picks` new feasible architectures: the predicted front of NSGA-II's final population
         first, spread along the first cost, then its other members, then random ones."""
-        num_choices = self.space_config.num_choices
+        counts = self.encoding.counts
 
         def objectives(genomes: np.ndarray) -> np.ndarray:
-            error = 1.0 - model.predict(one_hot(genomes, num_choices))
+            error = 1.0 - model.predict(one_hot(genomes, counts))
             return np.stack([error, *(self.costs.of(genomes, c) for c in self.costs.objectives)], axis=1)
 
         front = self.archive.paths()[self.front()]
         with one_blas_thread():
-            population = nsga2(self.space_config.num_layers, num_choices, objectives,
+            population = nsga2(self.encoding.num_layers, counts, objectives,
                                1 + len(self.costs.objectives), self.costs.violations if self.costs.limits else None,
                                len(self.costs.limits), front, self.config.nsga_population,
                                self.config.nsga_generations, seed)
@@ -163,7 +166,7 @@ class NatSearch:
         guesses = [float(1.0 - population.objectives[i, 0]) for i in chosen]
         for path in self._random_paths(self.config.picks - len(paths), paths):  # NSGA-II found too few new ones
             paths.append(path)
-            guesses.append(float(model.predict(one_hot([path], num_choices))[0]))
+            guesses.append(float(model.predict(one_hot([path], counts))[0]))
         return paths, guesses
 
     def _rescores(self) -> bool:
@@ -171,12 +174,11 @@ class NatSearch:
 
     def _random_paths(self, count: int, taken: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         """Up to `count` uniform random feasible paths, new to the archive and to `taken`."""
-        layers, choices = self.space_config.num_layers, self.space_config.num_choices
         found: list[tuple[int, ...]] = []
         for _ in range(SAMPLING_TRIES * max(count, 0)):
             if len(found) == count:
                 break
-            path = tuple(int(k) for k in torch.randint(choices, (layers,), generator=self.generator))
+            path = self.encoding.sample(self.generator)
             if path not in taken and path not in found and path not in self.archive and self.costs.feasible(path):
                 found.append(path)
         return found
@@ -190,17 +192,18 @@ class NatSearch:
         if not steps:
             return None
         front = self.archive.paths()[self.front()]
-        counts = torch.stack([torch.bincount(torch.from_numpy(front[:, layer]), minlength=self.space_config.num_choices)
+        # Padded to the widest layer: a layer's missing choices have count 0, so are never drawn.
+        counts = torch.stack([torch.bincount(torch.from_numpy(front[:, layer]), minlength=max(self.encoding.counts))
                               for layer in range(front.shape[1])]).double()
-        spos = self.supernet
-        for group in spos.optimizer.param_groups:
+        supernet = self.supernet
+        for group in supernet.optimizer.param_groups:
             group["lr"] = self.config.adapt_lr
         self.model.train()
         losses = []
         for _ in range(steps):
             path = [int(k) for k in torch.multinomial(counts, 1, generator=self.generator).flatten()]
-            losses.append(spos.trainer.step(spos.optimizer, lambda x, path=path: self.model(x, path),
-                                            spos.stream.next(), list(self.model.parameters())))
+            losses.append(supernet.trainer.step(supernet.optimizer, lambda x, path=path: self.model(x, path),
+                                                supernet.stream.next(), list(self.model.parameters())))
             progress(1)
         return sum(losses) / len(losses)
 
@@ -230,7 +233,7 @@ class NatSearch:
         self.history = [dict(h) for h in state["history"]]
         if state["latency_table"] is not None:  # the measured table, not a new measurement
             costs = self.costs
-            self.costs = Costs(self.space_config, costs.objectives, costs.limits,
+            self.costs = Costs(costs.space, self.space_config, costs.objectives, costs.limits,
                                CostTable.from_dict(state["latency_table"]))
 
     def front(self) -> list[int]:
@@ -242,15 +245,14 @@ class NatSearch:
                                                 -self.archive.members[i].costs[self.costs.objectives[0]]))
 
     def _architecture(self, index: int) -> Architecture:
-        return make_architecture("spos", self.space_config, self.archive.members[index].path,
-                                 latency_table=self.costs.latency)
+        return self.encoding.architecture(self.archive.members[index].path, latency_table=self.costs.latency)
 
     def architecture(self) -> Architecture:
         return self._architecture(self.chosen())
 
     def final_metrics(self) -> dict:
         """The chosen front member's val metric, front size and hypervolume; before the initial
-        archive, SposSearch's (its supernet probe paths)."""
+        archive, the supernet's (its probe paths)."""
         if not len(self.archive):
             return self.supernet.final_metrics()
         best = self.archive.members[self.chosen()]

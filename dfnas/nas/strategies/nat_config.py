@@ -8,6 +8,7 @@ from dfnas.config import option
 from dfnas.nas.strategies.base import SearchConfig
 from dfnas.nas.strategies.evolution import EvolutionConfig
 from dfnas.nas.strategies.nat_predictors import PREDICTOR_NAMES
+from dfnas.nas.strategies.nat_spaces import NAT_SPACES
 from dfnas.nas.strategies.spos import SposSearchConfig
 
 OBJECTIVES = ("macs", "params", "latency")
@@ -24,6 +25,8 @@ def parse_names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, .
 
 @dataclass
 class NatSearchConfig(SearchConfig):
+    space: str = option("spos", "search space: spos (ShuffleNetV2 blocks) or proxyless (MBConv kernel x expansion, "
+                                "zero where a block has a shortcut)", choices=NAT_SPACES)
     # The supernet: SPOS's settings (see spos.py), used for the warm start and the adaptation.
     epochs: int = option(120, "warm-start supernet epochs (SPOS training, uniform paths)", min=1, max=100000)
     batch_size: int = option(1024, "training batch size", min=1, max=65536)
@@ -41,7 +44,7 @@ class NatSearchConfig(SearchConfig):
     max_macs: float | None = option(None, "constraint: largest MMACs of an architecture (not set: none)", above=0)
     max_params: float | None = option(None, "constraint: most parameters, in millions (not set: none)", above=0)
     max_latency: float | None = option(None, "constraint: largest latency in ms (not set: none)", above=0)
-    latency_table: str | None = option(None, "latency table JSON of the spos space at this size (not set: "
+    latency_table: str | None = option(None, "latency table JSON of the searched space at this size (not set: "
                                              "measured on this device when latency is used)")
     initial_samples: int = option(100, "architectures evaluated before the first iteration", min=3)
     iterations: int = option(30, "NAT iterations", min=1)
@@ -75,8 +78,8 @@ class NatSearchConfig(SearchConfig):
         return {name: value for name, value in given.items() if value is not None}
 
     def spos_config(self) -> SposSearchConfig:
-        """The supernet's settings. Only SposSearch's supernet, trainer and evaluator are used; its
-        own evolution is never run, so it gets the smallest one."""
+        """The supernet's settings, in either space. Only SposSearch's supernet, trainer and
+        evaluator are used; its own evolution is never run, so it gets the smallest one."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(SposSearchConfig)
                   if f.name in {g.name for g in dataclasses.fields(self)}}
         unused = EvolutionConfig(population=1, top_k=1, generations=1, mutations=0, crossovers=0)

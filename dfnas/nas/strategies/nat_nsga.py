@@ -1,6 +1,7 @@
 """NSGA-II over integer architecture genomes with pymoo 0.6 (the MSuNAS inner search).
 
-The genome is one integer per layer in 0..num_choices-1. Operators as MSuNAS: two-point
+The genome is one integer per layer in 0..num_choices-1 (one count for every layer, or one per
+layer: a ProxylessNAS block without a shortcut has no `zero`). Operators as MSuNAS: two-point
 crossover (keeps integers as they are) and polynomial mutation with eta 1.0 rounded back to
 integers (`RoundingRepair`), duplicates eliminated. The first population is the given seeds (the
 archive's non-dominated architectures) filled up with uniform random genomes. Objectives and
@@ -10,7 +11,7 @@ feasible when every entry is <= 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class Population:
     feasible: np.ndarray  # (n,) bool
 
 
-def nsga2(num_layers: int, num_choices: int, objectives: Batch, num_objectives: int,
+def nsga2(num_layers: int, num_choices: int | Sequence[int], objectives: Batch, num_objectives: int,
           constraints: Batch | None, num_constraints: int, seeds: np.ndarray, population: int,
           generations: int, seed: int) -> Population:
     from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -39,7 +40,7 @@ def nsga2(num_layers: int, num_choices: int, objectives: Batch, num_objectives: 
     class ArchitectureProblem(Problem):
         def __init__(self):
             super().__init__(n_var=num_layers, n_obj=num_objectives, n_ieq_constr=num_constraints,
-                             xl=0, xu=num_choices - 1, vtype=int)
+                             xl=0, xu=np.broadcast_to(np.asarray(num_choices), (num_layers,)) - 1, vtype=int)
 
         def _evaluate(self, x, out, *args, **kwargs):
             genomes = np.rint(x).astype(np.int64)

@@ -86,12 +86,15 @@ def make_predictor(name: str, seed: int) -> Regressor:
     raise ValueError(f"unknown predictor {name!r}; expected one of {', '.join(PREDICTOR_NAMES)}")
 
 
-def one_hot(paths: Sequence[Sequence[int]], num_choices: int) -> np.ndarray:
-    """(n, layers * num_choices) float matrix: per layer a one-hot block."""
+def one_hot(paths: Sequence[Sequence[int]], num_choices: int | Sequence[int]) -> np.ndarray:
+    """(n, sum of the layers' choices) float matrix: per layer a one-hot block of its
+    `num_choices` (one count for every layer, or one per layer)."""
     paths = np.asarray(paths, dtype=np.int64).reshape(len(paths), -1)
-    encoded = np.zeros((len(paths), paths.shape[1] * num_choices))
+    counts = np.broadcast_to(np.asarray(num_choices, dtype=np.int64), (paths.shape[1],))
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    encoded = np.zeros((len(paths), int(counts.sum())))
     rows = np.repeat(np.arange(len(paths)), paths.shape[1])
-    cols = (np.arange(paths.shape[1]) * num_choices + paths).ravel()
+    cols = (offsets + paths).ravel()
     encoded[rows, cols] = 1.0
     return encoded
 

@@ -1,0 +1,130 @@
+"""NAT's supernet on the ProxylessNAS space: single-path training with paths drawn uniformly per
+block (SPOS's rule; OFA, whose supernet NAT adapts, also trains one random subnet per step once
+every dimension is elastic, after progressive shrinking and with in-place distillation we omit).
+
+`ProxylessUniformSupernet` is the ProxylessNAS counterpart of the parts of `SposSearch` that NAT
+uses: the warm-start epochs (SGD, linear lr decay to 0, weight decay on conv/linear weights only;
+the settings of `NatSearchConfig`), the optimizer, trainer, batch stream and `PathEvaluator` (exact
+BN recalibration, then val agreement) that NAT's adaptation and scoring reuse, the probe paths
+of the log, and the checkpoint. The ProxylessNAS strategy's own loop is not reused: it samples
+paths from its architecture parameters and updates them, where NAT must train every path alike.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from dfnas.data.images import BatchStream
+from dfnas.device import Precision
+from dfnas.nas.search_data import SearchData
+from dfnas.nas.spaces.proxyless import ProxylessSupernet
+from dfnas.nas.strategies.base import space_config
+from dfnas.nas.strategies.evaluator import PathEvaluator, calibration_batches
+from dfnas.nas.strategies.health import fit_batch_to_split, metric_name
+from dfnas.nas.strategies.nat_spaces import PathEncoding
+from dfnas.nas.strategies.spos import SUPERNET_PROBES, SposSearchConfig
+from dfnas.nas.trainer import Trainer
+
+
+class ProxylessPathSupernet(ProxylessSupernet):
+    """`ProxylessSupernet` called as the SPOS supernet: `forward(x, path)`, one candidate index
+    per block in `config.block_candidates()` order. NAT's training, adaptation and scoring steps
+    are then one code path for both spaces, and the path travels with the call (under a DDP
+    wrapper too) instead of living in the edges between calls. Same parameters and state dict."""
+
+    def forward(self, x: torch.Tensor, path: Sequence[int]) -> torch.Tensor:
+        path = [int(k) for k in path]  # accepts numpy/tensor ints from samplers
+        edges = self.mixed_edges
+        if len(path) != len(edges) or not all(0 <= k < len(e.candidates) for k, e in zip(path, edges)):
+            raise ValueError(f"proxyless: path must be {len(edges)} ints, block i in 0..(its candidates - 1) "
+                             f"({[len(e.candidates) for e in edges]}), got {path}")
+        for edge, k in zip(edges, path):
+            edge.active = k
+        return super().forward(x)
+
+
+class ProxylessUniformSupernet:
+    """The ProxylessNAS supernet trained on uniform single paths; `SposSearch`'s supernet
+    interface (`run_unit` of the warm-start epochs, `evaluator`, `trainer`, `optimizer`, `stream`,
+    checkpoint) as `NatSearch` uses it."""
+
+    name = "proxyless-uniform"
+
+    def __init__(self, config: SposSearchConfig, data: SearchData, precision: Precision):
+        config, notice = fit_batch_to_split(config, len(data.train))
+        self.notices = [notice] if notice else []
+        self.config = config
+        self.metric = metric_name(data.soft_labels)
+        self.num_classes = data.num_classes
+        self.last_metrics: dict = {}  # the probe paths after the last epoch
+        self.space_config = space_config("proxyless", config.space_preset, data)
+        self.encoding = PathEncoding.of("proxyless", self.space_config)
+        torch.manual_seed(config.seed)
+        self.model: ProxylessPathSupernet = precision.prepare_model(ProxylessPathSupernet(self.space_config))
+        self.trainer = Trainer(config.loss(), precision, config.grad_clip)
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                                          {"params": no_decay, "weight_decay": 0.0}],
+                                         lr=config.lr, momentum=config.momentum)
+        self.stream = BatchStream(data.train, config.batch_size, config.seed + 1)
+        total_steps = config.epochs * config.epoch_steps(self.stream.batches_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+        self.sampler = torch.Generator().manual_seed(config.seed + 3)
+        self.evaluator = PathEvaluator(
+            self.model, self.trainer,
+            calibration_batches(data.train, config.calib_batch_size, config.calib_batches, config.seed + 4),
+            data.val.fixed_batches(config.val_batch_size), config.fitness)
+        probes = torch.Generator().manual_seed(config.seed + 6)
+        self.probe_paths = [self.encoding.sample(probes) for _ in range(SUPERNET_PROBES)]
+
+    def probe_forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model(images, [0] * self.encoding.num_layers)
+
+    def unit_steps(self, unit: int) -> int:
+        return self.config.epoch_steps(self.stream.batches_per_epoch)
+
+    def run_unit(self, unit: int, progress: Callable[[int], None]) -> dict:
+        """Warm-start epoch `unit`: one uniform path per step, then the probe paths' scores."""
+        self.model.train()
+        losses, lr = [], self.optimizer.param_groups[0]["lr"]
+        for _ in range(self.unit_steps(unit)):
+            batch, path = self.stream.next(), self.encoding.sample(self.sampler)
+            # Parameters off the path get no gradient (None), so momentum and decay skip them.
+            losses.append(self.trainer.step(self.optimizer, lambda x, path=path: self.model(x, path), batch,
+                                            list(self.model.parameters())))
+            self.scheduler.step()
+            progress(1)
+        probes = [self.evaluator(lambda x, path=path: self.model(x, path)) for path in self.probe_paths]
+        self.last_metrics = {key: sum(p[key] for p in probes) / len(probes) for key in ("agreement", "kl")}
+        self.model.train()
+        record = {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses),
+                  f"val_{self.metric}": self.last_metrics["agreement"], "val_kl": self.last_metrics["kl"]}
+        if unit == 0 and self.notices:
+            record["notice"] = "; ".join(self.notices)
+        return record
+
+    def final_metrics(self) -> dict:
+        """The probe paths' scores (before NAT's initial archive); empty before the first epoch."""
+        if not self.last_metrics:
+            return {}
+        return {"metric": self.metric, self.metric: self.last_metrics["agreement"], **self.last_metrics,
+                "num_classes": self.num_classes, "measured_on": f"{SUPERNET_PROBES} random paths of the supernet"}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "trainer": self.trainer.state_dict(),
+                "stream": self.stream.state_dict(), "sampler": self.sampler.get_state(),
+                "last_metrics": dict(self.last_metrics)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.stream.load_state_dict(state["stream"])
+        self.sampler.set_state(state["sampler"])
+        self.last_metrics = dict(state["last_metrics"])

@@ -151,8 +151,8 @@ class Retrainer:
 
     def evaluates(self, epoch: int) -> bool:
         """Whether `epoch` (0-based) ends with an evaluation: every ceil(epochs / evaluations)-th one and
-        the last. On small training sets an epoch is a few dozen steps, and scoring after each cost
-        as much as a fifth of the training."""
+        the last. On small training sets an epoch is a few dozen steps, and scoring ~1,200 images
+        after each was a large share of the run."""
         every = math.ceil(self.num_epochs / self.config.evaluations)
         return epoch == self.num_epochs - 1 or (epoch + 1) % every == 0
 

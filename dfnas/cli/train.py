@@ -51,7 +51,6 @@ def progress_bar(quiet: bool, desc: str = PROG):
         bar.set_postfix(loss=f"{loss:.3f}", **shown, refresh=False)
 
     def epoch(record: dict) -> None:  # the last evaluation stays on the bar until the next one
-        shown.clear()
         shown["epochs"] = record["epoch"]
         shown.update({name: f"{record[key]:.3f}" for key, name in (("test_accuracy", "test"), ("val_agreement", "val"))
                       if key in record})

@@ -14,7 +14,7 @@ from dfnas.device import AMP_CHOICES, DEVICE_HELP, LAYOUT_CHOICES
 OPTIMIZERS = ("sgd", "adamw")
 EXPORT_FORMATS = ("torchscript", "onnx")
 # Settings that do not change the trained weights: a resumed run may differ in them.
-NOT_TRAINING = ("export", "latency_runs")
+NOT_TRAINING = ("export", "latency_runs", "evaluations")  # they change no weight
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,10 @@ class TrainConfig:
     teacher: str | None = option(None, "distill online: this teacher labels every augmented batch ('default' = the bundled "
                                        "MNIST teacher, or a spec as in dfnas.teachers.load_teacher)")
     weights: str | None = option(None, "weights file of --teacher")
-    steps: int = option(600, "optimizer steps in total (an epoch is one pass over the training split; checkpoint and "
-                             "evaluation after each)", min=1, max=10**8)
+    steps: int = option(600, "optimizer steps in total (an epoch is one pass over the training split; a checkpoint "
+                             "after each)", min=1, max=10**8)
+    evaluations: int = option(10, "evaluations (real test accuracy, synthetic val agreement) spread over the epochs; "
+                                  "the last epoch is always evaluated", min=1, max=10**6)
     batch_size: int = option(64, "training batch size", min=1, max=65536)
     optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
     lr: float = option(0.1, "peak learning rate (after the warm-up; cosine decay to 0 at the last step)", above=0, max=100)

@@ -75,7 +75,7 @@ STUDY_SYNTH_KEYS = ("teacher", "weights", "device")
 # Training settings the study decides (top-level keys / flags, or per source).
 STUDY_TRAIN_KEYS = ("data", "teacher", "weights", "seed", "steps", "batch_size", "device")
 # Settings that do not change what a run computes: a rerun may differ in them.
-NOT_COMPARED = ("device", "threads", "export", "latency_runs", "data")
+NOT_COMPARED = ("device", "threads", "export", "latency_runs", "evaluations", "data")
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,12 @@ def training_curve(path: Path, losses: Sequence[float], epochs: Sequence[dict], 
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
 
-    at = [record["step"] for record in epochs]
     for key, label, color in (("test_accuracy", "real test accuracy", "tab:green"),
                               ("val_agreement", "synthetic val agreement", "tab:orange")):
-        values = [record.get(key) for record in epochs]
-        if any(v is not None for v in values):
-            right.plot(at, values, marker="o", ms=3, color=color, label=label)
+        scored = [record for record in epochs if record.get(key) is not None]  # evaluated epochs only
+        if scored:
+            right.plot([r["step"] for r in scored], [r[key] for r in scored], marker="o", ms=3, color=color,
+                       label=label)
     if teacher_accuracy is not None:
         right.axhline(teacher_accuracy, ls="--", color="gray", label=f"teacher test accuracy {teacher_accuracy:.3f}")
     right.set_xlabel("step")

@@ -1,12 +1,13 @@
-"""The retraining loop: optimizer, cosine schedule, loss, evaluation and a checkpoint per epoch.
+"""The retraining loop: optimizer, cosine schedule, loss, a checkpoint per epoch, periodic evaluation.
 
 One step: draw an augmented batch (`BatchStream`), let the online teacher label it if there is
 one, compute `dfnas.nas.loss.search_loss` (cross-entropy on hard labels, or the T^2-scaled KL to
 the soft labels), add the DARTS auxiliary head's loss, clip, step. The learning rate is a pure
 function of the step (linear warm-up, cosine to 0), so the checkpoint needs no scheduler. An epoch
-is one pass over the training split; after each, the model is evaluated (real test accuracy,
-synthetic val agreement) and the whole state is saved atomically, so `--resume` after a kill
-continues with the same batches and ends with the same weights as an uninterrupted run.
+is one pass over the training split; after each, the whole state is saved atomically, so `--resume`
+after a kill continues with the same batches and ends with the same weights as an uninterrupted
+run. `evaluations` epochs, spread evenly and always including the last, are scored on the real
+test digits and the synthetic val split.
 """
 from __future__ import annotations
 
@@ -148,6 +149,13 @@ class Retrainer:
             record["val_agreement"] = accuracy(self.model, self.sources.val, self.precision)
         return record
 
+    def evaluates(self, epoch: int) -> bool:
+        """Whether `epoch` (0-based) ends with an evaluation: every ceil(epochs / evaluations)-th one and
+        the last. On small training sets an epoch is a few dozen steps, and scoring ~1,200 images
+        after each was a large share of the run."""
+        every = math.ceil(self.num_epochs / self.config.evaluations)
+        return epoch == self.num_epochs - 1 or (epoch + 1) % every == 0
+
     def run_epoch(self, epoch: int, progress: Progress) -> dict:
         started = time.perf_counter()
         if hasattr(self.model, "drop_path_prob"):  # DARTS: the reference's linear ramp
@@ -159,7 +167,7 @@ class Retrainer:
             progress.step(self.step, losses[-1])
         self.history.losses.extend(losses)
         record = {"epoch": epoch + 1, "step": self.step, "lr": learning_rate(self.step - 1, self.config),
-                  "train_loss": sum(losses) / len(losses), **self.evaluate()}
+                  "train_loss": sum(losses) / len(losses), **(self.evaluate() if self.evaluates(epoch) else {})}
         record["seconds"] = time.perf_counter() - started
         self.history.epochs.append(record)
         self.history.seconds += record["seconds"]

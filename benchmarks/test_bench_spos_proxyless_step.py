@@ -2,11 +2,13 @@
 teacher's synthetic data): today's step against each alternative of issue 12, side by side.
 
 - `today`: channels-last fp32 (what the search's precision measurement picks here), SGD's
-  per-parameter loop, and for the ProxylessNAS architecture step the eager straight-through sum
-  `gate_reference`.
-- the alternatives: `nchw`, `bf16` (channels-last + bf16 autocast), `foreach` (SGD's multi-tensor
-  path; `fused=True` fails on a supernet: parameters off the first paths have no momentum
-  buffer yet), and `gate_probe` (the custom-autograd gate output the architecture step uses).
+  per-parameter loop, and for ProxylessNAS `nn.ReLU6(inplace=True)` and the eager
+  straight-through gate sum `gate_reference` (the supernet and architecture step before issue 12).
+- the alternatives, each alone on top of `today`: `nchw`, `bf16` (channels-last + bf16
+  autocast), `foreach` (SGD's multi-tensor path; `fused=True` fails on a supernet: parameters off
+  the first paths have no momentum buffer yet); for ProxylessNAS `fast`, what the search runs
+  now: `InplaceReLU6` (no autograd copy per activation) and `gate_probe` (no products and sums
+  for the gates).
 
 Every variant is its own search object built from the same seed (same weights, batches and
 paths); the variants alternate round by round in one process, one thread, and `extra_info`
@@ -30,6 +32,7 @@ from dfnas.config import apply
 from dfnas.data.images import ImageSet
 from dfnas.device import Precision
 from dfnas.nas.search_data import SearchData
+from dfnas.nas.spaces.inplace_relu6 import use_torch_relu6
 from dfnas.nas.search_run import strategy_config
 from dfnas.nas.strategies import STRATEGIES
 from dfnas.nas.strategies.proxyless_gates import GateForward, gate_reference, sample_gates
@@ -65,7 +68,8 @@ def _search(name: str, variant: str, batch: int):
     optimizer = search.optimizer if name == "spos" else search.weight_optimizer
     for group in optimizer.param_groups:
         group["foreach"] = variant == "foreach"
-    if variant == "today" and name == "proxyless":
+    if name == "proxyless" and variant != "fast":
+        use_torch_relu6(search.model)
         search.gate_combine = gate_reference
     return search
 
@@ -181,25 +185,29 @@ def _interleaved(benchmark, steps: dict, macs: dict, flop_per_mac: int, batch: i
 def test_weight_step(benchmark, one_thread, copy_bandwidth_gbps, name):
     batch = BATCH if benchmark.enabled else QUICK_BATCH
     make = _spos_step if name == "spos" else _proxyless_weight_step
-    searches = {variant: _search(name, variant, batch) for variant in PRECISIONS}
+    variants = [*PRECISIONS, "fast"] if name == "proxyless" else list(PRECISIONS)
+    searches = {variant: _search(name, variant, batch) for variant in variants}
     macs = {variant: [] for variant in searches}
     steps = {variant: make(search, macs[variant]) for variant, search in searches.items()}
     floor = _weight_step_floor(name, searches["today"])
     benchmark.group = f"{name} weight step batch {batch} 1x28x28"
     _interleaved(benchmark, steps, macs, 6, batch, floor, copy_bandwidth_gbps, ROUNDS if benchmark.enabled else 1)
-    benchmark.pedantic(steps["today"], rounds=3 if benchmark.enabled else 1, iterations=1)
-    assert all(torch.isfinite(p).all() for p in searches["today"].model.parameters())
+    if name == "proxyless":  # same steps so far, same math
+        for today, fast in zip(searches["today"].model.parameters(), searches["fast"].model.parameters()):
+            torch.testing.assert_close(fast, today)
+    benchmark.pedantic(steps[variants[-1] if name == "proxyless" else "today"],
+                       rounds=3 if benchmark.enabled else 1, iterations=1)
 
 
 def test_proxyless_arch_step(benchmark, one_thread, copy_bandwidth_gbps):
-    """`full_v2` architecture step: the eager gate sum (today) against `gate_probe`."""
+    """`full_v2` architecture step, today's against the fast one."""
     batch = BATCH if benchmark.enabled else QUICK_BATCH
-    searches = {variant: _search("proxyless", variant, batch) for variant in ("today", "gate_probe")}
+    searches = {variant: _search("proxyless", variant, batch) for variant in ("today", "fast")}
     macs = {variant: [] for variant in searches}
     steps = {variant: _proxyless_arch_step(search, macs[variant]) for variant, search in searches.items()}
     floor = _arch_step_floor(searches["today"])
     benchmark.group = f"proxyless full_v2 architecture step batch {batch} 1x28x28"
     _interleaved(benchmark, steps, macs, 2, batch, floor, copy_bandwidth_gbps, ROUNDS if benchmark.enabled else 1)
-    for today, fast in zip(searches["today"].alphas, searches["gate_probe"].alphas):  # same steps so far
+    for today, fast in zip(searches["today"].alphas, searches["fast"].alphas):  # same steps so far
         torch.testing.assert_close(fast, today, rtol=1e-4, atol=1e-6)
-    benchmark.pedantic(steps["gate_probe"], rounds=3 if benchmark.enabled else 1, iterations=1)
+    benchmark.pedantic(steps["fast"], rounds=3 if benchmark.enabled else 1, iterations=1)

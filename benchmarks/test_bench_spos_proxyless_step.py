@@ -74,7 +74,7 @@ def _search(name: str, variant: str, batch: int):
     return search
 
 
-def _spos_step(search, macs: list[int]):
+def _spos_step(search, macs: list[float]):
     paths = random.Random(0)
     params = list(search.model.parameters())
 
@@ -85,7 +85,7 @@ def _spos_step(search, macs: list[int]):
     return step
 
 
-def _proxyless_weight_step(search, macs: list[int]):
+def _proxyless_weight_step(search, macs: list[float]):
     params = list(search.model.parameters())
 
     def step():
@@ -98,7 +98,7 @@ def _all_candidates_macs(search) -> float:
     return search.table.fixed_total + sum(sum(slot.values()) for slot in search.table.slots)
 
 
-def _proxyless_arch_step(search, macs: list[int]):
+def _proxyless_arch_step(search, macs: list[float]):
     def step():
         search.gradient_arch_step(search.arch_stream.next())
         path = [edge.active for edge in search.edges]
@@ -135,21 +135,24 @@ def _first_batch(stream, precision: Precision) -> torch.Tensor:
 
 
 def _weight_step_floor(name: str, search) -> int:
-    """`_floor_bytes` of a weight step, on a copy of the model (its BN statistics stay), for
-    SPOS averaged over every layer running one choice (blocks 0-3)."""
+    """`_floor_bytes` of a weight step, on a copy of the model (its BN statistics stay), averaged
+    over the paths that run one candidate in every block (ProxylessNAS: every MBConv, not `zero`)."""
     model = copy.deepcopy(search.model)
     x = _first_batch(search.stream if name == "spos" else search.weight_stream, search.trainer.precision)
-    if name == "proxyless":
-        return _floor_bytes(model, lambda: model(x), True)
-    layers, choices = search.space_config.num_layers, search.space_config.num_choices
-    return sum(_floor_bytes(model, lambda k=k: model(x, [k] * layers), True) for k in range(choices)) // choices
+    if name == "spos":
+        layers, choices = search.space_config.num_layers, search.space_config.num_choices
+        runs = [lambda k=k: model(x, [k] * layers) for k in range(choices)]
+    else:
+        ops, blocks = search.space_config.candidate_ops, search.space_config.num_blocks
+        runs = [lambda op=op: (model.set_active([op] * blocks), model(x)) for op in ops]
+    return sum(_floor_bytes(model, run, True) for run in runs) // len(runs)
 
 
 def _arch_step_floor(search) -> int:
     """`_floor_bytes` of a `full_v2` architecture step, on a copy of the model (its BN statistics
     and the search's generator stay)."""
     model = copy.deepcopy(search.model)
-    x = _first_batch(search.arch_stream, search.precision)
+    x = _first_batch(search.arch_stream, search.trainer.precision)
 
     def run():
         gates, involved = sample_gates(model.mixed_edges, search.alphas, "full_v2", torch.Generator().manual_seed(0))

@@ -32,7 +32,7 @@ from dfnas.config import apply
 from dfnas.data.images import ImageSet
 from dfnas.device import Precision
 from dfnas.nas.search_data import SearchData
-from dfnas.nas.spaces.inplace_relu6 import use_torch_relu6
+from dfnas.nas.spaces.proxyless_relu6 import use_torch_relu6
 from dfnas.nas.search_run import strategy_config
 from dfnas.nas.strategies import STRATEGIES
 from dfnas.nas.strategies.proxyless_gates import GateForward, gate_reference, sample_gates

@@ -21,7 +21,7 @@ from torch import nn
 
 from dfnas.nas.spaces.base import (Layout, Part, Slot, bn_cost, conv_cost, conv_out, fixed_modules, linear_cost,
                                    make_divisible, subnet_state_dict)
-from dfnas.nas.spaces.inplace_relu6 import InplaceReLU6
+from dfnas.nas.spaces.proxyless_relu6 import InplaceReLU6
 from dfnas.nas.spaces.proxyless_blocks import (ZERO, Activation, MBConv, ProxylessBlock, batch_norm,
                                                candidate_cost, make_candidate, mbconv_cost, op_name, relu6)
 

@@ -11,7 +11,7 @@ from torch import nn
 from dfnas.data.images import Batch
 from dfnas.device import Precision
 from dfnas.nas.loss import LossConfig
-from dfnas.nas.spaces.inplace_relu6 import InplaceReLU6, use_torch_relu6
+from dfnas.nas.spaces.proxyless_relu6 import InplaceReLU6, use_torch_relu6
 from dfnas.nas.spaces.proxyless import ProxylessConfig, ProxylessNetwork, ProxylessSupernet
 from dfnas.nas.trainer import Trainer
 

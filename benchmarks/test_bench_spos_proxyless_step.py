@@ -15,7 +15,8 @@ paths); the variants alternate round by round in one process, one thread, and `e
 holds each median, its ratio to `today`, GFLOP/s (forward MACs x 2 x 3 for a weight step; for
 the architecture step x 2 for the forward of every candidate plus x 2 x 2 for the path's
 data-gradient backward) and the fraction of the memory-traffic floor (`_floor_bytes`) at the
-machine's copy bandwidth. Under `--benchmark-disable` (CI's quick run) the batch drops to 4
+machine's copy bandwidth. pytest-benchmark's own figure is the step the search runs now (SPOS
+`today`, ProxylessNAS `fast`). Under `--benchmark-disable` (CI's quick run) the batch drops to 4
 and each variant runs once.
 """
 from __future__ import annotations

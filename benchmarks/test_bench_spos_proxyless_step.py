@@ -33,7 +33,7 @@ from dfnas.config import apply
 from dfnas.data.images import ImageSet
 from dfnas.device import Precision
 from dfnas.nas.search_data import SearchData
-from dfnas.nas.spaces.proxyless_relu6 import use_torch_relu6
+from dfnas.nas.spaces.proxyless_reference import torch_modules
 from dfnas.nas.search_run import strategy_config
 from dfnas.nas.strategies import STRATEGIES
 from dfnas.nas.strategies.proxyless_gates import GateForward, gate_reference, sample_gates
@@ -70,7 +70,7 @@ def _search(name: str, variant: str, batch: int):
     for group in optimizer.param_groups:
         group["foreach"] = variant == "foreach"
     if name == "proxyless" and variant != "fast":
-        use_torch_relu6(search.model)
+        torch_modules(search.model)
         search.gate_combine = gate_reference
     return search
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from dfnas.nas.spaces.base import (Layout, Part, Slot, bn_cost, conv_cost, conv_out, fixed_modules, linear_cost,
                                    make_divisible, subnet_state_dict)
+from dfnas.nas.spaces.proxyless_depthwise import Depthwise
 from dfnas.nas.spaces.proxyless_relu6 import InplaceReLU6
 from dfnas.nas.spaces.proxyless_blocks import (ZERO, Activation, MBConv, ProxylessBlock, batch_norm,
                                                candidate_cost, make_candidate, mbconv_cost, op_name, relu6)
@@ -171,13 +172,14 @@ class ProxylessSupernet(_ProxylessBody):
     """The supernet; `mixed_edges[i]` is block i's `MixedEdge` (layout slot i, same order)."""
 
     def __init__(self, config: ProxylessConfig):
-        # InplaceReLU6: nn.ReLU6's math without autograd's copy of each activation (the standalone
-        # network keeps nn.ReLU6 for export).
+        # InplaceReLU6 and Depthwise: nn.ReLU6's and nn.Conv2d's math, faster in training (the
+        # standalone network keeps the torch modules, which export understands).
         super().__init__(config, InplaceReLU6)
         blocks = []
         for (c_in, c_out, stride, _, shortcut), names in zip(config.block_specs(),
                                                             config.block_candidates()):
-            edge = MixedEdge([make_candidate(n, c_in, c_out, stride, config, InplaceReLU6) for n in names], names)
+            edge = MixedEdge([make_candidate(n, c_in, c_out, stride, config, InplaceReLU6, Depthwise)
+                              for n in names], names)
             blocks.append(ProxylessBlock(edge, shortcut))
         self.blocks = nn.Sequential(*blocks)
 

@@ -33,12 +33,3 @@ class InplaceReLU6(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _InplaceReLU6.apply(x)
 
-
-def use_torch_relu6(model: nn.Module) -> nn.Module:
-    """`model` with each `InplaceReLU6` replaced by `nn.ReLU6(inplace=True)`, in place: the
-    supernet before this module, which tests and benchmarks compare against."""
-    for module in model.modules():
-        for name, child in module.named_children():
-            if isinstance(child, InplaceReLU6):
-                setattr(module, name, nn.ReLU6(inplace=True))
-    return model

@@ -5,8 +5,8 @@ convolution's forward (BENCHMARKS.md, "SPOS and ProxylessNAS supernet steps"). A
 dL/dw[c, i, j] = sum_n sum_{h,w} x_pad[n, c, h + i, w + j] * g[n, c, h, w]: each channel of each
 image correlated with its output gradient, which is a depthwise *forward* over N*C channels (input
 x, kernel g, the same padding) summed over n. On gradient maps of at most 7x7 oneDNN runs that
-forward 2-16x faster than its own weight gradient; on 14x14 maps (then the kernel) it is slower,
-hence `MAX_MAP`. Values and input gradients are oneDNN's own; the weight gradient sums in
+forward 1.4-16x faster than its own weight gradient (tiny and reference ProxylessNAS shapes); on
+8x8 maps it can already lose (0.5x) and on 14x14 maps (then the kernel) it does: hence `MAX_MAP`. Values and input gradients are oneDNN's own; the weight gradient sums in
 another order (equal within float32 rounding). The standalone network keeps `nn.Conv2d`.
 """
 from __future__ import annotations

@@ -21,8 +21,10 @@ from torch import nn
 
 from dfnas.nas.spaces.base import (Layout, Part, Slot, bn_cost, conv_cost, conv_out, fixed_modules, linear_cost,
                                    make_divisible, subnet_state_dict)
-from dfnas.nas.spaces.proxyless_blocks import (ZERO, MBConv, ProxylessBlock, batch_norm, candidate_cost,
-                                               make_candidate, mbconv_cost, op_name)
+from dfnas.nas.spaces.proxyless_depthwise import Depthwise
+from dfnas.nas.spaces.proxyless_relu6 import InplaceReLU6
+from dfnas.nas.spaces.proxyless_blocks import (ZERO, Activation, MBConv, ProxylessBlock, batch_norm,
+                                               candidate_cost, make_candidate, mbconv_cost, op_name, relu6)
 
 
 @dataclass(frozen=True)
@@ -134,28 +136,28 @@ class MixedEdge(nn.Module):
         return self.candidates[self.active](x)
 
 
-def _first_conv(config: ProxylessConfig) -> nn.Sequential:
+def _first_conv(config: ProxylessConfig, activation: Activation = relu6) -> nn.Sequential:
     stem = config.scaled[0]
     return nn.Sequential(nn.Conv2d(config.in_channels, stem, 3, config.stem_stride, 1, bias=False),
-                         batch_norm(stem, config), nn.ReLU6(inplace=True))
+                         batch_norm(stem, config), activation())
 
 
-def _feature_mix_layer(config: ProxylessConfig) -> nn.Sequential:
+def _feature_mix_layer(config: ProxylessConfig, activation: Activation = relu6) -> nn.Sequential:
     _, _, widths, head = config.scaled
-    return nn.Sequential(nn.Conv2d(widths[-1], head, 1, bias=False), batch_norm(head, config),
-                         nn.ReLU6(inplace=True))
+    return nn.Sequential(nn.Conv2d(widths[-1], head, 1, bias=False), batch_norm(head, config), activation())
 
 
 class _ProxylessBody(nn.Module):
-    """Everything but the searchable blocks, which the subclasses add as `self.blocks`."""
+    """Everything but the searchable blocks, which the subclasses add as `self.blocks`;
+    `activation` makes each ReLU6."""
 
-    def __init__(self, config: ProxylessConfig):
+    def __init__(self, config: ProxylessConfig, activation: Activation = relu6):
         super().__init__()
         self.config = config
         stem, first, _, head = config.scaled
-        self.first_conv = _first_conv(config)
-        self.first_block = MBConv(stem, first, 3, 1, 1, config)
-        self.feature_mix_layer = _feature_mix_layer(config)
+        self.first_conv = _first_conv(config, activation)
+        self.first_block = MBConv(stem, first, 3, 1, 1, config, activation)
+        self.feature_mix_layer = _feature_mix_layer(config, activation)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(head, config.num_classes)
@@ -170,11 +172,14 @@ class ProxylessSupernet(_ProxylessBody):
     """The supernet; `mixed_edges[i]` is block i's `MixedEdge` (layout slot i, same order)."""
 
     def __init__(self, config: ProxylessConfig):
-        super().__init__(config)
+        # InplaceReLU6 and Depthwise: nn.ReLU6's and nn.Conv2d's math, faster in training (the
+        # standalone network keeps the torch modules, which export understands).
+        super().__init__(config, InplaceReLU6)
         blocks = []
         for (c_in, c_out, stride, _, shortcut), names in zip(config.block_specs(),
                                                             config.block_candidates()):
-            edge = MixedEdge([make_candidate(n, c_in, c_out, stride, config) for n in names], names)
+            edge = MixedEdge([make_candidate(n, c_in, c_out, stride, config, InplaceReLU6, Depthwise)
+                              for n in names], names)
             blocks.append(ProxylessBlock(edge, shortcut))
         self.blocks = nn.Sequential(*blocks)
 

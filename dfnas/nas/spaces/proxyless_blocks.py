@@ -6,7 +6,7 @@ candidates in the supernet, under the same module name, which keeps the two stat
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
@@ -43,20 +43,32 @@ def batch_norm(channels: int, config: BatchNormSettings) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=config.bn_eps, momentum=config.bn_momentum)
 
 
+Activation = Callable[[], nn.Module]
+DepthwiseFactory = Callable[[int, int, int], nn.Module]  # (channels, kernel, stride) -> module
+
+
+def relu6() -> nn.Module:
+    return nn.ReLU6(inplace=True)
+
+
+def depthwise(channels: int, kernel: int, stride: int) -> nn.Module:
+    return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
+
+
 class MBConv(nn.Module):
-    """Inverted residual body: 1x1 expand (skipped at expansion 1), depthwise kxk, 1x1 project."""
+    """Inverted residual body: 1x1 expand (skipped at expansion 1), depthwise kxk, 1x1 project.
+    `activation` makes each ReLU6 and `depth` the depthwise convolution (the supernet passes
+    faster ones with the same math)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int,
-                 config: BatchNormSettings):
+                 config: BatchNormSettings, activation: Activation = relu6, depth: DepthwiseFactory = depthwise):
         super().__init__()
         mid = round(c_in * expand)
         self.inverted_bottleneck = None
         if expand != 1:
             self.inverted_bottleneck = nn.Sequential(
-                nn.Conv2d(c_in, mid, 1, bias=False), batch_norm(mid, config), nn.ReLU6(inplace=True))
-        self.depth_conv = nn.Sequential(
-            nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
-            batch_norm(mid, config), nn.ReLU6(inplace=True))
+                nn.Conv2d(c_in, mid, 1, bias=False), batch_norm(mid, config), activation())
+        self.depth_conv = nn.Sequential(depth(mid, kernel, stride), batch_norm(mid, config), activation())
         self.point_linear = nn.Sequential(nn.Conv2d(mid, c_out, 1, bias=False), batch_norm(c_out, config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,11 +97,12 @@ class ProxylessBlock(nn.Module):
         return out + x if self.shortcut else out
 
 
-def make_candidate(name: str, c_in: int, c_out: int, stride: int, config: BatchNormSettings) -> nn.Module:
+def make_candidate(name: str, c_in: int, c_out: int, stride: int, config: BatchNormSettings,
+                   activation: Activation = relu6, depth: DepthwiseFactory = depthwise) -> nn.Module:
     if name == ZERO:
         return ZeroOp()
     kernel, expand = parse_op_name(name)
-    return MBConv(c_in, c_out, kernel, stride, expand, config)
+    return MBConv(c_in, c_out, kernel, stride, expand, config, activation, depth)
 
 
 def mbconv_cost(c_in: int, c_out: int, kernel: int, stride: int, expand: int, size_in: int) -> Cost:

@@ -34,8 +34,8 @@ from dfnas.nas.spaces.proxyless_blocks import ZERO
 from dfnas.nas.strategies.base import SearchConfig, space_config
 from dfnas.nas.strategies.evaluator import PathEvaluator, calibration_batches, eval_batch_size
 from dfnas.nas.strategies.health import fit_batch_to_split, mean_entropy, mean_uniform_entropy, metric_name
-from dfnas.nas.strategies.proxyless_gates import (GATE_MODES, GateForward, hardware_loss, keep_pair_mass,
-                                                  sample_gates, sample_path)
+from dfnas.nas.strategies.proxyless_gates import (GATE_MODES, GateForward, gate_probe, hardware_loss,
+                                                  keep_pair_mass, sample_gates, sample_path)
 from dfnas.nas.strategies.proxyless_reinforce import Reinforce
 from dfnas.data.images import Batch, BatchStream, split_indices
 from dfnas.device import Precision
@@ -132,6 +132,7 @@ class ProxylessSearch:
         self.arch_stream = BatchStream(data.train.subset(arch_part), config.batch_size, config.seed + 2)
         self.sampler = torch.Generator().manual_seed(config.seed + 3)
         self.reinforce = Reinforce(config.baseline_momentum)
+        self.gate_combine = gate_probe  # benchmarks swap in `gate_reference`, the eager spec
         self.evaluator = PathEvaluator(self.model, self.trainer,
                                        calibration_batches(data.train.subset(weight_part), config.calib_batch_size,
                                                            config.calib_batches, config.seed + 4),
@@ -187,7 +188,7 @@ class ProxylessSearch:
     def gradient_arch_step(self, batch: Batch) -> dict:
         gates, involved = sample_gates(self.edges, self.alphas, self.config.gate_mode, self.sampler)
         old = [a.detach()[inv].clone() for a, inv in zip(self.alphas, involved)]
-        with GateForward(self.edges, gates, involved):
+        with GateForward(self.edges, gates, involved, self.gate_combine):
             # Unscaled fp16 gate gradients would underflow: architecture steps never run in fp16.
             loss = self.trainer.loss(self.model, batch, allow_fp16=False)
         expected = self.expected_cost().to(loss.device)

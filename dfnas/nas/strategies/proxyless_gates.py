@@ -11,7 +11,7 @@ probability is unchanged (the reference's `rescale_updated_arch_param`).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -53,14 +53,55 @@ def sample_gates(edges: Sequence[MixedEdge], alphas: Sequence[torch.Tensor], gat
     return gates, involved
 
 
+def gate_reference(output: torch.Tensor, gates: torch.Tensor, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """y + sum_k (g_k - sg(g_k)) * o_k: the eager definition of a gated block output (the spec
+    of `gate_probe`; `outputs` carry no graph)."""
+    straight_through = gates - gates.detach()
+    return output + sum(straight_through[i] * o for i, o in enumerate(outputs))
+
+
+def _inner(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """<a, b> over all elements in `dtype`: one pass over a and b when they share a dense layout
+    (then their memory orders match element by element), else a product and a sum."""
+    if a.stride() == b.stride() and (a.is_contiguous() or a.is_contiguous(memory_format=torch.channels_last)):
+        flat = (a.numel(),), (1,)
+        return torch.dot(a.as_strided(*flat).to(dtype), b.as_strided(*flat).to(dtype))
+    return (a.to(dtype) * b.to(dtype)).sum()
+
+
+class _GateProbe(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, gates: torch.Tensor, *outputs: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(*outputs)
+        ctx.gate_dtype = gates.dtype
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gates_grad = torch.stack([_inner(o, grad, ctx.gate_dtype) for o in ctx.saved_tensors])
+        return (grad, gates_grad) + (None,) * len(ctx.saved_tensors)
+
+
+def gate_probe(output: torch.Tensor, gates: torch.Tensor, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`gate_reference` with its value and gradients, without its forward products and sums: y is
+    `output` itself, dL/dg_k = <o_k, dL/dy> in one pass per candidate. The reference spends one
+    multiply and one add over the block's output per involved candidate, and two passes per
+    candidate in backward (BENCHMARKS.md, "SPOS and ProxylessNAS steps")."""
+    return _GateProbe.apply(output, gates, *outputs)
+
+
+Combine = Callable[[torch.Tensor, torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]
+
+
 class GateForward:
     """While active, every `MixedEdge` returns y + sum_k (g_k - sg(g_k)) * sg(o_k(x)) over its
     involved candidates: the value stays y = o_active(x), weight gradients flow through the
-    active op only, and dL/dg_k = <o_k(x), dL/dy> (the other candidates run without a graph)."""
+    active op only, and dL/dg_k = <o_k(x), dL/dy> (the other candidates run without a graph).
+    `combine` builds that output (`gate_probe`, or the eager `gate_reference`)."""
 
     def __init__(self, edges: Sequence[MixedEdge], gates: Sequence[torch.Tensor],
-                 involved: Sequence[Sequence[int]]):
-        self.edges, self.gates, self.involved = edges, gates, involved
+                 involved: Sequence[Sequence[int]], combine: Combine = gate_probe):
+        self.edges, self.gates, self.involved, self.combine = edges, gates, involved, combine
         self.handles: list = []
 
     def _hook(self, gates: torch.Tensor, involved: Sequence[int]):
@@ -68,8 +109,7 @@ class GateForward:
             with torch.no_grad():
                 outputs = [output.detach() if k == edge.active else edge.candidates[k](inputs[0])
                            for k in involved]
-            straight_through = gates - gates.detach()
-            return output + sum(straight_through[i] * o for i, o in enumerate(outputs))
+            return self.combine(output, gates, outputs)
         return hook
 
     def __enter__(self) -> "GateForward":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from typing import Iterator
 
 import torch
@@ -34,6 +35,10 @@ import torch.nn.functional as F
 
 from dfnas.distributed import World
 
+# torch 2.13 deprecates the autograd-aware collectives in favour of the private
+# `_functional_collectives`; these still work, under gloo too, and are the public ones.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+                        category=FutureWarning)
 _torch_batch_norm = F.batch_norm
 _torch_dropout = F.dropout
 

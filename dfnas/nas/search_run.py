@@ -107,7 +107,8 @@ def search(name: str, config: Any, data_spec: str, out: str | Path, options: Run
                 echo, progress_bar = (lambda message: None), False
         # Rank 0 holds the directory; a file or unwritable --out fails here, before the data is loaded.
         with exclusive_directory(out) if world.is_main else contextlib.nullcontext():
-            return _search(name, config, data_spec, out, options, resume, progress_bar, echo, world, started)
+            return _search(name, config, data_spec, out, device, options, resume, progress_bar, echo, world,
+                           started)
     finally:
         close_world(world)
 
@@ -124,10 +125,10 @@ def check_splittable(config: Any, world: World) -> None:
         raise UsageError("under torchrun, latency needs --latency-table (measure one with a single process)")
 
 
-def _search(name: str, config: Any, data_spec: str, out: Path, options: RunOptions, resume: bool,
-            progress_bar: bool, echo: Callable[[str], None], world: World, started: float) -> SearchResult:
+def _search(name: str, config: Any, data_spec: str, out: Path, device: torch.device, options: RunOptions,
+            resume: bool, progress_bar: bool, echo: Callable[[str], None], world: World,
+            started: float) -> SearchResult:
     strategy_type = STRATEGIES[name][0]
-    device = resolve_device(options.device)
     data = load_search_data(data_spec, device, options.val_fraction, options.num_classes)
     checkpointer = Checkpointer(out / "checkpoint.pt")
     if world.is_main and not resume and checkpointer.exists():

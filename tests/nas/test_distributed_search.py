@@ -22,13 +22,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from dfnas.config import apply
+from dfnas.checkpoint import state_digest
+from dfnas.config import UsageError, apply
 from dfnas.data.images import Batch
 from dfnas.device import Precision
 from dfnas.distributed import World, current_world
 from dfnas.nas.global_batch import whole_batch
 from dfnas.nas.loss import LossConfig
-from dfnas.nas.search_run import RunOptions, search, strategy_config
+from dfnas.nas.search_run import RunOptions, check_splittable, search, strategy_config
 from dfnas.nas.spaces.darts_fused import ScaledBatchNorm2d
 from dfnas.nas.spaces.spos import SposConfig, SposSupernet
 from dfnas.nas.strategies.evaluator import PathEvaluator
@@ -87,6 +88,33 @@ def _case_config(case: str):
     return name, apply(strategy_config(name, "tiny"), overrides, "test")
 
 
+# ---------------------------------------------------------------------------- in one process
+
+def test_rows_split_evenly_and_searches_that_cannot_split_are_refused():
+    """check_splittable: a batch of 9 over 2 processes would give ranks unequal rows (their mean
+    is then not the batch's gradient); a latency measured by each process differs per process."""
+    assert [World(rank, 2).my_rows(8) for rank in (0, 1)] == [slice(0, 4), slice(4, 8)]
+    with pytest.raises(ValueError, match="do not split evenly"):
+        World(0, 2).my_rows(9)
+    two = World(0, 2)
+    with pytest.raises(UsageError, match="does not split evenly"):
+        check_splittable(apply(strategy_config("spos"), {"batch_size": 9}, "test"), two)
+    for name, latency in (("proxyless", {"hw_metric": "latency"}), ("nat", {"objectives": "latency"})):
+        with pytest.raises(UsageError, match="--latency-table"):
+            check_splittable(apply(strategy_config(name), latency, "test"), two)
+        check_splittable(apply(strategy_config(name), {**latency, "latency_table": "table.json"}, "test"), two)
+
+
+def test_state_digest_tells_states_apart():
+    """checkpoint.state_digest: ranks whose states differ in one bit must not agree."""
+    state = {"model": {"w": torch.zeros(3)}, "rng": [1, 2], "name": "spos"}
+    assert state_digest(state) == state_digest({"name": "spos", "rng": [1, 2], "model": {"w": torch.zeros(3)}})
+    flipped = {**state, "model": {"w": torch.tensor([0.0, -0.0, 0.0])}}
+    assert state_digest(flipped) != state_digest(state)
+    assert state_digest({**state, "rng": [1, 3]}) != state_digest(state)
+    assert state_digest({**state, "model": {"w": torch.zeros(3, dtype=torch.float64)}}) != state_digest(state)
+
+
 # ---------------------------------------------------------------------------- batch norm and evaluation
 
 def _bn_inputs() -> dict[str, torch.Tensor]:
@@ -128,7 +156,8 @@ def _evaluator(trainer: Trainer) -> tuple[PathEvaluator, list[list[int]]]:
                      torch.randint(4, (size,), generator=generator))
 
     calibration, val = [batch(6) for _ in range(3)], [batch(5) for _ in range(3)]
-    paths = [[int(k) for k in torch.randint(4, (model.config.num_layers,), generator=generator)] for _ in range(5)]
+    # Four paths over two ranks: the last is rank 1's, so the BN statistics it leaves come from rank 1.
+    paths = [[int(k) for k in torch.randint(4, (model.config.num_layers,), generator=generator)] for _ in range(4)]
     return PathEvaluator(model, trainer, calibration, val, "kl"), paths
 
 

@@ -95,11 +95,12 @@ def search(name: str, config: Any, data_spec: str, out: str | Path, options: Run
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    device = resolve_device(options.device)
+    device_type = resolve_device(options.device).type
     if options.threads != "auto":
         torch.set_num_threads(int(options.threads))
     check_data_spec(data_spec)  # inputs before outputs
-    world = init_world(device.type)
+    world = init_world(device_type)
+    device = resolve_device(options.device, world.local_rank)  # under torchrun on CUDA: this rank's GPU
     try:
         if world.distributed:
             check_splittable(config, world)

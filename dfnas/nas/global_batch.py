@@ -2,12 +2,14 @@
 
 Under torchrun each rank runs its rows of the global batch; a BN layer in training mode must
 still normalize with the statistics of the whole batch, and dropout must drop what one process
-would drop in those rows, or two processes train a different supernet than one. `torch.nn.SyncBatchNorm` does that on CUDA only (it raises for CPU input), and
-only for `nn.BatchNorm*` modules, while the fused DARTS supernet calls `F.batch_norm` itself with
-its mixing weights folded into the BN scale. So the synchronization sits one level lower: inside
-`whole_batch(world)` every call of `torch.nn.functional.batch_norm` in training mode (which
-is what every BN module, fused or not, ends in) uses `global_batch_norm`, and every call of
-`F.dropout` in training mode `global_dropout`.
+would drop in those rows, or two processes train a different supernet than one.
+`torch.nn.SyncBatchNorm` does the BN part on CUDA only (it raises for CPU input), and only for
+`nn.BatchNorm*` modules, while the fused DARTS supernet calls `F.batch_norm` itself with its
+mixing weights folded into the BN scale. So the synchronization sits one level lower: inside
+`whole_batch(world)` every call of `torch.nn.functional.batch_norm` in training mode (which is
+what every BN module, fused or not, ends in) uses `global_batch_norm`, and every call of
+`F.dropout` in training mode `global_dropout`. The swap is of a module attribute, for the
+block only, and only with more than one process.
 
 Statistics: per channel, this rank's mean m_r and sum of squared deviations M2_r (two passes,
 as torch computes them), one autograd-aware all-gather of both (its backward hands every rank

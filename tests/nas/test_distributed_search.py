@@ -146,6 +146,14 @@ def _bn_results(rows: slice, synchronized: bool) -> dict[str, torch.Tensor]:
             "running_var": bn.running_var, "scaled_running_var": scaled.running_var}
 
 
+def _dropped(rows: slice, world: World) -> torch.Tensor:
+    """Dropout (p = 0.3) of `rows` of a fixed batch, the global RNG seeded as every rank seeds it."""
+    x = torch.randn(8, 5, 3, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(11)
+    with whole_batch(world):
+        return nn.Dropout(0.3)(x[rows])
+
+
 def _evaluator(trainer: Trainer) -> tuple[PathEvaluator, list[list[int]]]:
     torch.manual_seed(0)
     model = SposSupernet(SposConfig.tiny(1, 8, 4))
@@ -176,6 +184,7 @@ def _unit_worker(rank: int, folder: str, port: int) -> None:
         results = {"bn": _bn_results(world.my_rows(8), True), "plain_bn": _bn_results(world.my_rows(8), False)}
         results["bn"]["weight_grad"], results["bn"]["bias_grad"], results["bn"]["scale_grad"] = world.summed(
             [results["bn"][k] for k in ("weight_grad", "bias_grad", "scale_grad")])
+        results["dropout"] = _dropped(world.my_rows(8), world)
         results["evaluations"] = _evaluations(*_evaluator(Trainer(LossConfig(), Precision(torch.device("cpu")))))
         torch.save(results, Path(folder, f"{rank}.pt"))
     finally:
@@ -204,6 +213,15 @@ def test_global_batch_norm_equals_full_batch_norm_forward_and_backward(unit_resu
     plain = unit_results[0]["plain_bn"]
     assert not torch.allclose(plain["y"], full["y"][0:4], atol=1e-3)
     assert not torch.allclose(plain["running_var"], full["running_var"], atol=1e-3)
+
+
+def test_global_dropout_drops_what_one_process_drops(unit_results):
+    """global_batch.global_dropout: a mask drawn for the rank's rows only (each rank then drops
+    the first rows' pattern) differs from one process's mask for the whole batch."""
+    full = _dropped(slice(0, 8), World())
+    assert 0 < int((full == 0).sum()) < full.numel()
+    for rank, results in enumerate(unit_results):
+        assert torch.equal(results["dropout"], full[4 * rank:4 * rank + 4])
 
 
 def test_scores_shared_out_over_ranks_equal_one_process_in_order(unit_results):

@@ -251,6 +251,10 @@ def _search_worker(rank: int, folder: str, port: int) -> None:
             # Rank 1 is given an --out of its own: a rank that wrote anything would create it.
             out = Path(folder, case if rank == 0 else f"{case}-rank1")
             search(name, config, str(Path(folder, "ds")), out, OPTIONS, progress_bar=False, echo=lambda m: None)
+        # Precision and threads left to measurement ('auto'): rank 0 measures, every rank follows.
+        name, config = _case_config("spos")
+        search(name, config, str(Path(folder, "ds")), Path(folder, "spos-auto" if rank == 0 else "spos-auto-rank1"),
+               RunOptions(), progress_bar=False, echo=lambda m: None)
     finally:
         dist.destroy_process_group()
 
@@ -314,6 +318,17 @@ def _discrete(value) -> bool:
     if isinstance(value, dict):
         return all(_discrete(v) for v in value.values())
     return isinstance(value, (int, str))
+
+
+def test_auto_precision_is_measured_by_rank_0_and_followed_by_all(two_processes):
+    """search_run._agreed_setup: ranks measuring on their own (or rank 1 keeping fp32 while rank 0
+    picked another precision) train different supernets: the ranks' state digests then differ
+    and the run stops before writing an architecture."""
+    out = two_processes / "spos-auto"
+    assert (out / "architecture.json").exists() and not (two_processes / "spos-auto-rank1").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["threads"] == 1 and config["processes"] == 2  # torchrun's thread count, not measured
+    assert "precision" in config and not any(key.startswith("threads=") for key in config["measured_step_seconds"])
 
 
 NEUTRAL_CWD = Path(__file__).resolve().parents[2] / "tests"

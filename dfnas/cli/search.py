@@ -7,6 +7,7 @@ hyperparameters and space sizes), then `--config FILE` (TOML, same keys as the f
 Writes to `--out`: config.json, log.jsonl (one record per epoch/generation), checkpoint.pt (after
 every unit; `--resume` continues), architecture.json (buildable with `dfnas.nas.arch`) and PNG
 plots; NAT adds its Pareto front (front/*.json) and archive (archive.json, archive.csv). Bad input ends with one line on stderr and exit code 2.
+Runs data parallel under `torchrun --nproc-per-node N -m dfnas.cli.search ...` (docs/search.md).
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def run(argv: list[str] | None) -> int:
     echo = print if quiet else _tqdm_write
     result = search(name, config, args.data, out, options, resume=getattr(args, "resume", False),
                     progress_bar=not quiet, echo=echo)
+    if not result.reports:  # another torchrun process: rank 0 reports
+        return 0
     if not result.finished:
         echo(f"stopped after {result.next_unit} of {result.num_units} {result.unit_name}s; continue with: "
              f"{resume_command(argv if argv is not None else sys.argv[1:])}")

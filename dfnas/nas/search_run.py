@@ -9,6 +9,8 @@ the strategy and writes architecture.json and the plots.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -17,9 +19,10 @@ from typing import Any, Callable
 
 import torch
 
-from dfnas.checkpoint import Checkpointer
+from dfnas.checkpoint import Checkpointer, rng_state, set_rng_state
 from dfnas.config import UsageError, apply, option
 from dfnas.device import AMP_CHOICES, DEVICE_HELP, LAYOUT_CHOICES, Precision, resolve_device
+from dfnas.distributed import World, close_world, init_world
 from dfnas.files import atomic_write_json, exclusive_directory, remove_leftover_temporaries
 from dfnas.nas.arch import Architecture
 from dfnas.nas.search_data import SearchData, check_data_spec, load_search_data
@@ -78,69 +81,130 @@ class SearchResult:
     metrics: dict  # the strategy's final_metrics(): the winner's or supernet's score, arch entropy
     warnings: list[str]  # search_health: near chance, architecture weights that never moved
     results: list[Path]  # files beyond architecture.json and the plots (NAT: the front, the archive)
+    reports: bool = True  # this process reports the result (under torchrun: rank 0 only)
 
 
 def search(name: str, config: Any, data_spec: str, out: str | Path, options: RunOptions = RunOptions(),
            resume: bool = False, progress_bar: bool = True, echo: Callable[[str], None] = print) -> SearchResult:
-    """Run (or with `resume`, continue) strategy `name` with `config` on `data_spec` into `out`."""
+    """Run (or with `resume`, continue) strategy `name` with `config` on `data_spec` into `out`.
+
+    Under torchrun (docs/search.md, "Scale-out") every process calls this: each trains the same
+    supernet on its rows of every batch, rank 0 alone holds and writes `out` and echoes.
+    """
     started = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    strategy_type = STRATEGIES[name][0]
-    device = resolve_device(options.device)
+    device_type = resolve_device(options.device).type
     if options.threads != "auto":
         torch.set_num_threads(int(options.threads))
     check_data_spec(data_spec)  # inputs before outputs
-    with exclusive_directory(out):  # a file or unwritable --out fails here, before the data is loaded
-        data = load_search_data(data_spec, device, options.val_fraction, options.num_classes)
-        checkpointer = Checkpointer(out / "checkpoint.pt")
-        if not resume and checkpointer.exists():
-            raise UsageError(f"{out} already holds a search checkpoint; continue it with --resume or choose "
-                             f"another --out")
-        if resume:
-            saved = checkpointer.load()
-            if "run_config" not in saved or "precision" not in saved["run_config"]:
-                raise UsageError(f"{checkpointer.path} is not a dfnas-search checkpoint (no run_config)")
+    world = init_world(device_type)
+    device = resolve_device(options.device, world.local_rank)  # under torchrun on CUDA: this rank's GPU
+    try:
+        if world.distributed:
+            check_splittable(config, world)
+            if not world.is_main:
+                echo, progress_bar = (lambda message: None), False
+        # Rank 0 holds the directory; a file or unwritable --out fails here, before the data is loaded.
+        with exclusive_directory(out) if world.is_main else contextlib.nullcontext():
+            return _search(name, config, data_spec, out, device, options, resume, progress_bar, echo, world,
+                           started)
+    finally:
+        close_world(world)
+
+
+def check_splittable(config: Any, world: World) -> None:
+    """Under torchrun every training batch is split into equal rows per process, and every
+    process must search the same problem."""
+    if config.batch_size % world.size:
+        raise UsageError(f"batch_size {config.batch_size} does not split evenly over {world.size} processes")
+    measured_latency = getattr(config, "latency_table", "") is None and (
+        getattr(config, "hw_metric", None) == "latency"
+        or (hasattr(config, "objective_names") and "latency" in (*config.objective_names(), *config.limits())))
+    if measured_latency:  # each process would time its own table, so their searches would differ
+        raise UsageError("under torchrun, latency needs --latency-table (measure one with a single process)")
+
+
+def _search(name: str, config: Any, data_spec: str, out: Path, device: torch.device, options: RunOptions,
+            resume: bool, progress_bar: bool, echo: Callable[[str], None], world: World,
+            started: float) -> SearchResult:
+    strategy_type = STRATEGIES[name][0]
+    data = load_search_data(data_spec, device, options.val_fraction, options.num_classes)
+    checkpointer = Checkpointer(out / "checkpoint.pt")
+    if world.is_main and not resume and checkpointer.exists():
+        raise UsageError(f"{out} already holds a search checkpoint; continue it with --resume or choose "
+                         f"another --out")
+    saved_run_config = None
+    if resume:
+        saved = world.broadcast(checkpointer.load() if world.is_main else None)
+        if "run_config" not in saved or "precision" not in saved["run_config"]:
+            raise UsageError(f"{checkpointer.path} is not a dfnas-search checkpoint (no run_config)")
+        saved_run_config = saved["run_config"]
+        if world.is_main:
             remove_leftover_temporaries(out)
-        echo(f"data: {data.source}: {len(data.train)} train / {len(data.val)} val images, {data.num_classes} "
-             f"classes, {data.input_size}x{data.input_size}, "
-             f"{'teacher soft labels' if data.soft_labels else 'hard labels'}; device {device}")
-        if resume:  # the saved choices: another precision or thread count could change the result
-            precision = Precision.from_dict(device, saved["run_config"]["precision"])
-            strategy, timings = strategy_type(config, data, precision), {}
-            if options.threads == "auto":
-                torch.set_num_threads(int(saved["run_config"]["threads"]))
-        else:
-            strategy, precision, timings = _measured_setup(name, config, data, device, options, echo)
-        for notice in getattr(strategy, "notices", []):
-            echo(f"notice: {notice}")
-        echo(f"precision: {precision.name}, {torch.get_num_threads()} threads"
-             + (f" (measured step seconds: {json.dumps({k: round(v, 4) for k, v in timings.items()})})"
-                if timings else ""))
-        run_config = {"strategy": name, "config": config.to_dict(), "precision": precision.to_dict(),
-                      "threads": torch.get_num_threads(), "data": _data_record(data, options)}
-        if not resume:
-            atomic_write_json(out / "config.json", json.loads(json.dumps(
-                {**run_config, "preset": options.preset, "measured_step_seconds": timings, "device": str(device)},
-                default=str)))
-        outcome = run_search(strategy, out, run_config, resume=resume, stop_after=options.stop_after,
-                             progress_bar=progress_bar, echo=echo)
-        plots: list[Path] = []
-        results: list[Path] = []
-        if outcome.finished:
-            outcome.architecture.save(out / "architecture.json")
-            plots = strategy.plot(out)
-            if hasattr(strategy, "write_results"):  # strategies whose answer is more than one architecture
-                results = strategy.write_results(out)
-        return SearchResult(outcome.finished, outcome.next_unit, strategy.num_units, strategy.unit_name,
-                            outcome.architecture, outcome.final_record, plots, time.perf_counter() - started,
-                            strategy.final_metrics(), search_health(strategy) if outcome.finished else [], results)
+    echo(f"data: {data.source}: {len(data.train)} train / {len(data.val)} val images, {data.num_classes} "
+         f"classes, {data.input_size}x{data.input_size}, "
+         f"{'teacher soft labels' if data.soft_labels else 'hard labels'}; device {device}")
+    if resume:  # the saved choices: another precision or thread count could change the result
+        precision = Precision.from_dict(device, saved_run_config["precision"])
+        strategy, timings = strategy_type(config, data, precision), {}
+        if options.threads == "auto":
+            torch.set_num_threads(int(saved_run_config["threads"]))
+    else:
+        strategy, precision, timings = _agreed_setup(name, config, data, device, options, echo, world)
+    for notice in getattr(strategy, "notices", []):
+        echo(f"notice: {notice}")
+    echo(f"precision: {precision.name}, {torch.get_num_threads()} threads"
+         + (f" x {world.size} processes" if world.distributed else "")
+         + (f" (measured step seconds: {json.dumps({k: round(v, 4) for k, v in timings.items()})})"
+            if timings else ""))
+    run_config = {"strategy": name, "config": config.to_dict(), "precision": precision.to_dict(),
+                  "threads": torch.get_num_threads(), "data": _data_record(data, options)}
+    if world.distributed:  # the float sums run in another order: a different count is another run
+        run_config["processes"] = world.size
+    if not resume and world.is_main:
+        atomic_write_json(out / "config.json", json.loads(json.dumps(
+            {**run_config, "preset": options.preset, "measured_step_seconds": timings, "device": str(device)},
+            default=str)))
+    outcome = run_search(strategy, out, run_config, resume=resume, stop_after=options.stop_after,
+                         progress_bar=progress_bar, echo=echo, world=world)
+    plots: list[Path] = []
+    results: list[Path] = []
+    if outcome.finished and world.is_main:
+        outcome.architecture.save(out / "architecture.json")
+        plots = strategy.plot(out)
+        if hasattr(strategy, "write_results"):  # strategies whose answer is more than one architecture
+            results = strategy.write_results(out)
+    world.barrier()  # every process returns once the outputs are complete
+    return SearchResult(outcome.finished, outcome.next_unit, strategy.num_units, strategy.unit_name,
+                        outcome.architecture, outcome.final_record, plots, time.perf_counter() - started,
+                        strategy.final_metrics(), search_health(strategy) if outcome.finished else [], results,
+                        world.is_main)
 
 
 def _data_record(data: SearchData, options: RunOptions) -> dict:
     return {"source": data.source, "num_classes": data.num_classes, "train": len(data.train),
             "val": len(data.val), "val_fraction": options.val_fraction}
+
+
+def _agreed_setup(name: str, config: Any, data: SearchData, device: torch.device, options: RunOptions,
+                  echo: Callable[[str], None], world: World) -> tuple:
+    """`_measured_setup` in one process; under torchrun rank 0 measures the precision and every
+    rank builds the strategy under its choice. `threads` auto keeps the thread count torchrun set
+    (OMP_NUM_THREADS): one process timing threads while the others wait would misjudge a loaded
+    machine. The global RNG follows rank 0's (measuring may draw from it)."""
+    if not world.distributed:
+        return _measured_setup(name, config, data, device, options, echo)
+    if options.threads == "auto":
+        options = dataclasses.replace(options, threads=str(torch.get_num_threads()))
+    measured = _measured_setup(name, config, data, device, options, echo) if world.is_main else None
+    choice = world.broadcast(None if measured is None else (measured[1].to_dict(), measured[2], rng_state()))
+    set_rng_state(choice[2])
+    if measured is not None:
+        return measured
+    precision = Precision.from_dict(device, choice[0])
+    return STRATEGIES[name][0](config, data, precision), precision, choice[1]
 
 
 def _measured_setup(name: str, config: Any, data: SearchData, device: torch.device, options: RunOptions,

@@ -17,7 +17,7 @@ from dfnas.device import resolve_device
 from dfnas.files import exclusive_directory
 from dfnas.nas.tuning import select_threads
 from dfnas.synth.config import SynthConfig
-from dfnas.synth.distributed import World, close_world, init_world
+from dfnas.distributed import World, close_world, init_world
 from dfnas.synth.engine import Progress, Synthesizer
 from dfnas.synth.report import write_report
 

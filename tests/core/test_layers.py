@@ -8,7 +8,7 @@ from pathlib import Path
 import dfnas
 
 PACKAGE = Path(dfnas.__file__).resolve().parent
-BASE = {"config", "device", "files", "checkpoint"}  # shared helpers: importable by every layer
+BASE = {"config", "device", "distributed", "files", "checkpoint"}  # shared helpers: importable by every layer
 LAYER = {"ops": 1, "data": 2, "teachers": 3, "synth": 3, "nas": 3, "evaluate": 4, "prune": 4, "cli": 5}
 
 

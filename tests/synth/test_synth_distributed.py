@@ -10,7 +10,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dfnas.synth.distributed import close_world, init_world
+from dfnas.distributed import close_world, init_world
 
 
 def _free_port() -> int:

@@ -24,7 +24,8 @@ from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts import DartsConfig
 from dfnas.nas.spaces.proxyless import ProxylessConfig
 from dfnas.nas.spaces.spos import SposConfig
-from dfnas.checkpoint import Checkpointer, check_same_settings, rng_state, set_rng_state
+from dfnas.checkpoint import Checkpointer, check_same_settings, rng_state, set_rng_state, state_digest
+from dfnas.distributed import World
 from dfnas.nas.loss import LossConfig
 
 SPACE_PRESETS = ("tiny", "reference")
@@ -115,31 +116,36 @@ class SearchOutcome:
 
 def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool = False,
                stop_after: int | None = None, progress_bar: bool = True,
-               echo: Callable[[str], None] = print) -> SearchOutcome:
+               echo: Callable[[str], None] = print, world: World = World()) -> SearchOutcome:
     """Run (or continue) `strategy`, checkpointing after each unit.
 
     `run_config` is everything that determines the result; a checkpoint made under a different
     one is refused. `stop_after` n stops once n units are done in total (as if killed there).
+    Under torchrun every rank runs the strategy and rank 0 alone writes: it reads the checkpoint
+    to resume from and sends it to the others, and after every unit the ranks compare digests
+    of their states before rank 0 saves its own.
     """
     from tqdm import tqdm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt")
     log_path = out_dir / "log.jsonl"
+    writes = world.is_main
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
     start = 0
     if resume:
-        state = checkpointer.load()
+        state = world.broadcast(checkpointer.load() if writes else None)
         check_same_settings(state["run_config"], run_config, checkpointer.path)
         strategy.load_state_dict(state["strategy"])
         set_rng_state(state["rng"])
         start = int(state["next_unit"])
-        # The log is written before each checkpoint: drop records of a unit that was not saved.
-        lines = log_path.read_text().splitlines(keepends=True) if log_path.exists() else []
-        atomic_write_bytes(log_path, "".join(lines[:start]).encode())
+        if writes:  # the log is written before each checkpoint: drop records of a unit that was not saved
+            lines = log_path.read_text().splitlines(keepends=True) if log_path.exists() else []
+            atomic_write_bytes(log_path, "".join(lines[:start]).encode())
         echo(f"resuming {strategy.name} at {strategy.unit_name} {start + 1} of {strategy.num_units}")
-    elif checkpointer.exists():
+    elif writes and checkpointer.exists():
         raise ValueError(f"{out_dir} already holds a search checkpoint; pass --resume or choose another --out")
-    else:
+    elif writes:
         log_path.unlink(missing_ok=True)
     end = strategy.num_units if stop_after is None else min(strategy.num_units, stop_after)
     for unit in range(start, end):
@@ -155,14 +161,17 @@ def run_search(strategy: Strategy, out_dir: Path, run_config: dict, resume: bool
         if bad:
             raise RunFailed(f"{strategy.name} {strategy.unit_name} {unit + 1}: {', '.join(bad)} became non-finite; "
                             f"stopped without an architecture")
-        with open(log_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        checkpointer.save({"next_unit": unit + 1, "run_config": run_config,
-                           "strategy": strategy.state_dict(), "rng": rng_state()})
+        state = {"next_unit": unit + 1, "run_config": run_config, "strategy": strategy.state_dict(), "rng": rng_state()}
+        if world.distributed:
+            world.check_same(state_digest(state), f"the search state after {strategy.unit_name} {unit + 1}")
+        if writes:
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            checkpointer.save(state)
         echo(summarize(record))
     finished = end == strategy.num_units
-    lines = log_path.read_text().splitlines() if log_path.exists() else []
-    final_record = json.loads(lines[-1]) if lines else {}
+    lines = log_path.read_text().splitlines() if writes and log_path.exists() else []
+    final_record = world.broadcast(json.loads(lines[-1]) if lines else {})
     return SearchOutcome(finished, end, strategy.architecture() if finished else None, final_record)
 
 

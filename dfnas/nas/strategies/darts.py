@@ -95,7 +95,7 @@ class Architect:
         if self.second_order:
             grads = self.hypergradient(train_batch, arch_batch)
         else:
-            grads = torch.autograd.grad(self._loss(self.weights, arch_batch), self.arch_params)
+            grads = self.trainer.gradients(self._loss(self.weights, arch_batch), self.arch_params)
         for param, grad in zip(self.arch_params, grads):
             param.grad = grad.detach()
         self.optimizer.step()
@@ -112,14 +112,14 @@ class Architect:
         eta, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
         names = list(self.weights)
         params = [self.weights[n] for n in names]
-        grads = torch.autograd.grad(self._loss(self.weights, train_batch), params)
+        grads = self.trainer.gradients(self._loss(self.weights, train_batch), params)
         unrolled = {}
         for name, p, g in zip(names, params, grads):
             buf = self.weight_optimizer.state.get(p, {}).get("momentum_buffer")
             step = g + decay * p.detach() + (momentum * buf if buf is not None else 0.0)
             unrolled[name] = (p.detach() - eta * step).requires_grad_()
         loss = self._loss(unrolled, arch_batch)
-        arch_grads = torch.autograd.grad(loss, self.arch_params + list(unrolled.values()))
+        arch_grads = self.trainer.gradients(loss, self.arch_params + list(unrolled.values()))
         direct, v = arch_grads[:len(self.arch_params)], arch_grads[len(self.arch_params):]
         implicit = self.hessian_vector_product(dict(zip(names, v)), train_batch)
         return [d - eta * h for d, h in zip(direct, implicit)]
@@ -130,7 +130,7 @@ class Architect:
 
         def arch_grad(sign: float) -> tuple[torch.Tensor, ...]:
             shifted = {n: self.weights[n].detach() + sign * r * v[n] for n in self.weights}
-            return torch.autograd.grad(self._loss(shifted, batch), self.arch_params)
+            return self.trainer.gradients(self._loss(shifted, batch), self.arch_params)
 
         plus, minus = arch_grad(1.0), arch_grad(-1.0)
         return [(p - m) / (2 * r) for p, m in zip(plus, minus)]

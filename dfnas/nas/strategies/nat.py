@@ -88,8 +88,9 @@ class NatSearch:
 
     # ------------------------------------------------------------------ the units
 
-    def _evaluate(self, path: tuple[int, ...]) -> dict[str, float]:
-        return self.supernet.evaluator(lambda x: self.model(x, path))
+    def _evaluate(self, paths: list[tuple[int, ...]]) -> list[dict[str, float]]:
+        """Exact scores of `paths`, in order (under torchrun the ranks share them out)."""
+        return self.supernet.evaluator.score_each([self.supernet.path_forward(path) for path in paths])
 
     def _initial_archive(self, progress: Callable[[int], None]) -> dict:
         first = self.costs.objectives[0]
@@ -101,8 +102,7 @@ class NatSearch:
         if len(paths) < 3:
             raise ValueError(f"only {len(paths)} architectures satisfy the constraints "
                              f"{self.costs.limits}; the predictors need at least 3 (loosen them)")
-        for path in paths:
-            scores = self._evaluate(path)
+        for path, scores in zip(paths, self._evaluate(paths)):
             self.archive.add(Member(path, scores["agreement"], scores["kl"], self.costs.of_path(path), 0))
             progress(1)
         return {"phase": "initial archive", "evaluated": len(paths), "hv_reference": self.costs.bounds.to_dict(),
@@ -116,16 +116,14 @@ class NatSearch:
         selection = select_predictor(features, self.archive.agreements(), factories, config.cv_folds, seed)
         candidates, predicted = self._propose(selection.model, seed)
         picks = []
-        for path, guess in zip(candidates, predicted):
-            scores = self._evaluate(path)
+        for path, guess, scores in zip(candidates, predicted, self._evaluate(candidates)):
             self.archive.add(Member(path, scores["agreement"], scores["kl"], self.costs.of_path(path), iteration,
                                     guess))
             picks.append({"path": list(path), "predicted": guess, "agreement": scores["agreement"]})
             progress(1)
         adapt_loss = self._adapt(progress)
         if self._rescores():
-            for index, member in enumerate(list(self.archive.members)):
-                scores = self._evaluate(member.path)
+            for index, scores in enumerate(self._evaluate([member.path for member in self.archive.members])):
                 self.archive.rescore(index, scores["agreement"], scores["kl"])
                 progress(1)
         return {"phase": "nat", "predictor": selection.name, "predictor_tau": selection.tau,

@@ -195,13 +195,14 @@ class ProxylessSearch:
         total = hardware_loss(loss, expected, self.target, self.config.regularizer,
                               self.config.reg_alpha, self.config.reg_beta, self.config.reg_lambda)
         self.arch_optimizer.zero_grad(set_to_none=True)
-        grads = torch.autograd.grad(total, list(self.alphas), allow_unused=True)
+        grads = self.trainer.gradients(total, list(self.alphas), allow_unused=True)
         for alpha, grad in zip(self.alphas, grads):
             alpha.grad = torch.zeros_like(alpha) if grad is None else grad
         self.arch_optimizer.step()
         if self.config.gate_mode == "two":
             keep_pair_mass(self.alphas, involved, old)
-        return {"arch_loss": float(total.detach()), "expected_cost": float(expected.detach())}
+        arch_loss = self.trainer.world.averaged([total.detach().reshape(1)])[0]  # the global batch's
+        return {"arch_loss": float(arch_loss), "expected_cost": float(expected.detach())}
 
     def reinforce_arch_step(self) -> dict:
         paths, rewards = [], []

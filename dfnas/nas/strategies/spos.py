@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -171,7 +171,7 @@ class SposSearch:
             self.scheduler.step()
             progress(1)
         # The supernet's quality: fixed random paths, each after exact BN recalibration.
-        probes = [self.evaluator(lambda x, path=path: self.model(x, path)) for path in self.probe_paths]
+        probes = self.evaluator.score_each([self.path_forward(path) for path in self.probe_paths])
         self.last_metrics = {key: sum(p[key] for p in probes) / len(probes) for key in ("agreement", "kl")}
         self.model.train()
         record = {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses),
@@ -180,14 +180,13 @@ class SposSearch:
             record["notice"] = "; ".join(self.notices)
         return record
 
+    def path_forward(self, path: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: self.model(x, path)
+
     def _generation(self, progress: Callable[[int], None]) -> dict:
-        results: dict[tuple[int, ...], dict] = {}
-
-        def fitness(path: tuple[int, ...]) -> float:
-            results[path] = self.evaluator(lambda x: self.model(x, path))
-            return results[path]["fitness"]
-
-        evaluated = self.evolution.evaluate_generation(fitness, progress)
+        candidates = list(self.evolution.candidates)  # scored all at once: under torchrun, shared out
+        results = dict(zip(candidates, self.evaluator.score_each([self.path_forward(p) for p in candidates])))
+        evaluated = self.evolution.evaluate_generation(lambda path: results[path]["fitness"], progress)
         best = self.evolution.best()
         if best.path in results:  # a new best (the best of earlier generations keeps its metrics)
             self.best_metrics = {"agreement": results[best.path]["agreement"], "kl": results[best.path]["kl"]}

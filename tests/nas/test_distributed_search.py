@@ -68,6 +68,7 @@ CASES = {
                     "nsga_population": 8, "nsga_generations": 2, "cv_folds": 3, "predictors": "rbf,trees",
                     "adapt_epochs": 1, "adapt_lr": 0.01}),
 }
+CASES["nat-proxyless"] = ("nat", {**CASES["nat"][1], "space": "proxyless"})
 
 
 def _free_port() -> int:

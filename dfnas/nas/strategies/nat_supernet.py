@@ -84,6 +84,9 @@ class ProxylessUniformSupernet:
     def probe_forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images, [0] * self.encoding.num_layers)
 
+    def path_forward(self, path: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: self.model(x, path)
+
     def unit_steps(self, unit: int) -> int:
         return self.config.epoch_steps(self.stream.batches_per_epoch)
 
@@ -94,11 +97,11 @@ class ProxylessUniformSupernet:
         for _ in range(self.unit_steps(unit)):
             batch, path = self.stream.next(), self.encoding.sample(self.sampler)
             # Parameters off the path get no gradient (None), so momentum and decay skip them.
-            losses.append(self.trainer.step(self.optimizer, lambda x, path=path: self.model(x, path), batch,
+            losses.append(self.trainer.step(self.optimizer, self.path_forward(path), batch,
                                             list(self.model.parameters())))
             self.scheduler.step()
             progress(1)
-        probes = [self.evaluator(lambda x, path=path: self.model(x, path)) for path in self.probe_paths]
+        probes = self.evaluator.score_each([self.path_forward(path) for path in self.probe_paths])
         self.last_metrics = {key: sum(p[key] for p in probes) / len(probes) for key in ("agreement", "kl")}
         self.model.train()
         record = {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses),

@@ -16,16 +16,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from dfnas.data.images import BatchStream
 from dfnas.device import Precision
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.proxyless import ProxylessSupernet
 from dfnas.nas.strategies.base import space_config
-from dfnas.nas.strategies.evaluator import PathEvaluator, calibration_batches
 from dfnas.nas.strategies.health import fit_batch_to_split, metric_name
 from dfnas.nas.strategies.nat_spaces import PathEncoding
-from dfnas.nas.strategies.spos import SUPERNET_PROBES, SposSearchConfig
-from dfnas.nas.trainer import Trainer
+from dfnas.nas.strategies.spos import SUPERNET_PROBES, SposSearchConfig, single_path_training
 
 
 class ProxylessPathSupernet(ProxylessSupernet):
@@ -63,21 +60,8 @@ class ProxylessUniformSupernet:
         self.encoding = PathEncoding.of("proxyless", self.space_config)
         torch.manual_seed(config.seed)
         self.model: ProxylessPathSupernet = precision.prepare_model(ProxylessPathSupernet(self.space_config))
-        self.trainer = Trainer(config.loss(), precision, config.grad_clip)
-        decay = [p for p in self.model.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
-        self.optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                          {"params": no_decay, "weight_decay": 0.0}],
-                                         lr=config.lr, momentum=config.momentum)
-        self.stream = BatchStream(data.train, config.batch_size, config.seed + 1)
-        total_steps = config.epochs * config.epoch_steps(self.stream.batches_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-        self.sampler = torch.Generator().manual_seed(config.seed + 3)
-        self.evaluator = PathEvaluator(
-            self.model, self.trainer,
-            calibration_batches(data.train, config.calib_batch_size, config.calib_batches, config.seed + 4),
-            data.val.fixed_batches(config.val_batch_size), config.fitness)
+        (self.trainer, self.optimizer, self.stream, self.scheduler, self.sampler,
+         self.evaluator) = single_path_training(self.model, config, data, precision)
         probes = torch.Generator().manual_seed(config.seed + 6)
         self.probe_paths = [self.encoding.sample(probes) for _ in range(SUPERNET_PROBES)]
 

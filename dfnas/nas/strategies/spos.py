@@ -73,6 +73,25 @@ SPOS_TINY = {"epochs": 10, "steps_per_epoch": 100, "batch_size": 64, "lr": 0.2, 
                            "crossovers": 4}}
 
 
+def single_path_training(model: nn.Module, config: SposSearchConfig, data: SearchData, precision: Precision) -> tuple:
+    """What trains `model` one sampled path per step, as SPOS does (and NAT's warm start of any
+    space): (trainer, SGD with decay on weights of ndim > 1 only, batch stream, linear decay to 0
+    per step, the path sampler's generator, the exact-BN-recalibration evaluator)."""
+    trainer = Trainer(config.loss(), precision, config.grad_clip)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
+    stream = BatchStream(data.train, config.batch_size, config.seed + 1)
+    total_steps = config.epochs * config.epoch_steps(stream.batches_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    sampler = torch.Generator().manual_seed(config.seed + 3)
+    evaluator = PathEvaluator(
+        model, trainer, calibration_batches(data.train, config.calib_batch_size, config.calib_batches, config.seed + 4),
+        data.val.fixed_batches(config.val_batch_size), config.fitness)
+    return trainer, optimizer, stream, scheduler, sampler, evaluator
+
+
 class SposSearch:
     name = "spos"
 
@@ -91,21 +110,8 @@ class SposSearch:
         self._check_flops_settings()
         torch.manual_seed(config.seed)
         self.model: SposSupernet = precision.prepare_model(SposSupernet(self.space_config))
-        self.trainer = Trainer(config.loss(), precision, config.grad_clip)
-        decay = [p for p in self.model.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
-        self.optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                          {"params": no_decay, "weight_decay": 0.0}],
-                                         lr=config.lr, momentum=config.momentum)
-        self.stream = BatchStream(data.train, config.batch_size, config.seed + 1)
-        total_steps = config.epochs * config.epoch_steps(self.stream.batches_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-        self.sampler = torch.Generator().manual_seed(config.seed + 3)
-        self.evaluator = PathEvaluator(
-            self.model, self.trainer,
-            calibration_batches(data.train, config.calib_batch_size, config.calib_batches, config.seed + 4),
-            data.val.fixed_batches(config.val_batch_size), config.fitness)
+        (self.trainer, self.optimizer, self.stream, self.scheduler, self.sampler,
+         self.evaluator) = single_path_training(self.model, config, data, precision)
         self.evolution = Evolution(config.evolution, self.space_config.num_layers,
                                    self.space_config.num_choices, self.mflops, config.flops_limit,
                                    config.seed + 5)

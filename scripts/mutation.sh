@@ -3,7 +3,9 @@
 #   scripts/mutation.sh GROUP [--max-children N]   run GROUP from a fresh mutants/
 #   scripts/mutation.sh GROUP results              list the last run's survivors again
 #   scripts/mutation.sh GROUP show NAME            the diff of one mutant
-#   scripts/mutation.sh GROUP rerun NAME...        run these mutants of the last run again (after new tests)
+#   scripts/mutation.sh GROUP rerun NAME...        run these mutants of the last run again (after new tests);
+#                                                  NAME may be an fnmatch pattern: how the documented subsets
+#                                                  of synth-engine and ops are run (docs/testing.md)
 # mutmut 3 takes one only_mutate list and one test selection from setup.cfg's [mutmut] section,
 # so this writes that section for GROUP, runs mutmut from a fresh mutants/, prints the survivors
 # and restores setup.cfg (whose committed section is the `evolution` group).
@@ -53,8 +55,8 @@ case $group in
     tests="tests/ops/test_ops_bn_stat_loss.py tests/ops/test_ops_tv_loss.py tests/ops/test_ops_crop_windows.py tests/ops/test_ops_region_adam.py tests/ops/test_ops_properties.py tests/gpu/test_gpu_backend.py tests/gpu/test_gpu_reference_kernels.py"
     k="" ;;
   retrain)
-    mutate="dfnas/evaluate/retrain.py dfnas/evaluate/evaluate.py"
-    tests="tests/evaluate/test_train_loss.py tests/evaluate/test_train_resume.py"
+    mutate="dfnas/evaluate/retrain.py"
+    tests="tests/evaluate/test_train_retrain.py tests/evaluate/test_train_loss.py tests/evaluate/test_train_resume.py"
     k="not sigkill" ;;
   nat)
     mutate="dfnas/nas/strategies/nat_front.py dfnas/nas/strategies/nat_nsga.py dfnas/nas/strategies/nat_predictors.py"

@@ -4,26 +4,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from torch import nn
 
 from dfnas.synth.config import SynthConfig
 from dfnas.synth.engine import NonFiniteLossError, Synthesizer
 from dfnas.teachers import Teacher
 
-from synth_helpers import make_tiny_teacher
-
-
-class TurnsNaN(nn.Module):
-    """Wraps a teacher; its logits become NaN from the `after`-th call on."""
-
-    def __init__(self, model: nn.Module, after: int) -> None:
-        super().__init__()
-        self.model, self.after, self.calls = model, after, 0
-
-    def forward(self, x):
-        self.calls += 1
-        logits = self.model(x)
-        return logits * float("nan") if self.calls > self.after else logits
+from synth_helpers import TurnsNaN, make_tiny_teacher
 
 
 def test_nan_loss_names_the_iteration():

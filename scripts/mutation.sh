@@ -3,7 +3,9 @@
 #   scripts/mutation.sh GROUP [--max-children N]   run GROUP from a fresh mutants/
 #   scripts/mutation.sh GROUP results              list the last run's survivors again
 #   scripts/mutation.sh GROUP show NAME            the diff of one mutant
-#   scripts/mutation.sh GROUP rerun NAME...        run these mutants of the last run again (after new tests)
+#   scripts/mutation.sh GROUP rerun NAME...        run these mutants of the last run again (after new tests);
+#                                                  NAME may be an fnmatch pattern: how the documented subsets
+#                                                  of synth-engine and ops are run (docs/testing.md)
 # mutmut 3 takes one only_mutate list and one test selection from setup.cfg's [mutmut] section,
 # so this writes that section for GROUP, runs mutmut from a fresh mutants/, prints the survivors
 # and restores setup.cfg (whose committed section is the `evolution` group).
@@ -11,7 +13,7 @@
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
-group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth"}
+group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat"}
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
@@ -43,6 +45,22 @@ case $group in
   loss-synth)
     mutate="dfnas/nas/loss.py dfnas/synth/calibration.py dfnas/synth/schedule.py dfnas/synth/region.py"
     tests="tests/nas/test_search_train.py tests/synth/test_synth_calibration.py tests/synth/test_synth_schedule.py tests/synth/test_synth_region.py"
+    k="" ;;
+  synth-engine)
+    mutate="dfnas/synth/losses.py dfnas/synth/hooks.py dfnas/synth/engine.py"
+    tests="tests/synth/test_synth_losses.py tests/synth/test_synth_engine.py tests/synth/test_synth_step_reference.py tests/synth/test_synth_nan.py tests/synth/test_synth_hardening.py tests/synth/test_synth_calibration.py tests/synth/test_synth_noise_source.py tests/synth/test_synth_quality.py tests/synth/test_synth_quality_bn_match.py tests/synth/test_synth_layouts.py tests/synth/test_synth_region.py"
+    k="" ;;
+  ops)
+    mutate="dfnas/ops/__init__.py dfnas/ops/_autograd.py dfnas/ops/_backend.py dfnas/ops/_checks.py dfnas/ops/_common.py dfnas/ops/_fake.py dfnas/ops/_reference_kernels.py dfnas/ops/reference.py"
+    tests="tests/ops/test_ops_bn_stat_loss.py tests/ops/test_ops_tv_loss.py tests/ops/test_ops_crop_windows.py tests/ops/test_ops_region_adam.py tests/ops/test_ops_properties.py tests/gpu/test_gpu_backend.py tests/gpu/test_gpu_reference_kernels.py"
+    k="" ;;
+  retrain)
+    mutate="dfnas/evaluate/retrain.py"
+    tests="tests/evaluate/test_train_retrain.py tests/evaluate/test_train_loss.py tests/evaluate/test_train_resume.py"
+    k="not sigkill" ;;
+  nat)
+    mutate="dfnas/nas/strategies/nat_front.py dfnas/nas/strategies/nat_nsga.py dfnas/nas/strategies/nat_predictors.py"
+    tests="tests/nas/test_nat_front.py tests/nas/test_nat_predictors.py"
     k="" ;;
   *) echo "unknown group $group" >&2; exit 2 ;;
 esac

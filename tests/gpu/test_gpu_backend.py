@@ -31,10 +31,14 @@ def test_an_available_request_is_honoured(requested):
 
 
 def test_unavailable_or_unknown_requests_raise():
-    with pytest.raises(RuntimeError, match="not built"):
+    # The whole messages of the unavailable backends: they say how to get one (issue 15).
+    with pytest.raises(RuntimeError) as error:
         _backend.choose("cuda", "cuda", cuda_built=False, triton_available=True)
-    with pytest.raises(RuntimeError, match="triton is not installed"):
+    assert str(error.value) == ("dfnas backend 'cuda': the C++ CUDA kernels were not built (dfnas was installed with a "
+                                "CPU build of torch or without nvcc); use 'triton' or 'reference'")
+    with pytest.raises(RuntimeError) as error:
         _backend.choose("cuda", "triton", cuda_built=True, triton_available=False)
+    assert str(error.value) == "dfnas backend 'triton': triton is not installed (pip install 'dfnas[triton]')"
     with pytest.raises(ValueError, match="must be one of"):
         _backend.choose("cuda", "fastest", cuda_built=True, triton_available=True)
     with pytest.raises(ValueError, match="no kernels"):
@@ -97,3 +101,67 @@ def test_every_schema_has_python_kernels():
     assert set(_backend.python_kernels("reference")) == schemas
     if _backend.triton_available():
         assert set(_backend.python_kernels("triton")) == schemas
+
+
+# Issue 15 (mutation testing): `set_backend`'s CUDA branch, reached on any machine by pretending
+# to have a CUDA device and/or a CUDA build (nothing runs on the CUDA key here; only what is
+# registered for it is checked).
+def has_cuda_kernel(name: str = "tv_loss_forward") -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"dfnas::{name}", "CUDA")
+
+
+def test_set_backend_registers_python_kernels_for_the_cuda_key_only_when_a_device_exists(monkeypatch):
+    """Guards against installing the Python kernels without a CUDA device (`or` for `and`), not
+    installing them with one (`== "cuda"`, `_override = None`), registering them for another
+    dispatch key or no kernels, and a removed override left as a non-None value that the next
+    `set_backend` tries to remove again."""
+    if _backend.cuda_built():
+        pytest.skip("the C++ CUDA kernels are registered for the CUDA key whatever the override")
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        dfnas.ops.set_backend("reference")
+        assert _backend._override is None and not has_cuda_kernel()
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        dfnas.ops.set_backend("reference")
+        assert isinstance(_backend._override, _backend.KernelOverride)
+        assert all(has_cuda_kernel(name) for name in _backend.python_kernels("reference"))
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        dfnas.ops.set_backend("reference")
+        assert _backend._override is None and not has_cuda_kernel()
+    finally:
+        monkeypatch.undo()
+        dfnas.ops.set_backend("auto")
+
+
+def test_set_and_get_backend_ask_whether_cuda_kernels_were_built_and_triton_is_there(monkeypatch):
+    """Guards against `set_backend` / `get_backend` not passing the build's and triton's
+    availability to `choose` (a CUDA build would then be refused 'cuda' and never get it from
+    'auto'; an installed triton would be refused), and the CUDA C++ choice installing Python
+    kernels."""
+    try:
+        monkeypatch.setattr(_backend, "cuda_built", lambda: True)
+        monkeypatch.setattr(_backend, "triton_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        dfnas.ops.set_backend("cuda")
+        assert dfnas.ops.get_backend() == "cuda" and _backend._override is None
+        dfnas.ops.set_backend("auto")
+        assert dfnas.ops.get_backend() == "cuda" and _backend._override is None
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        dfnas.ops.set_backend("triton")
+        assert dfnas.ops.get_backend() == "triton"
+    finally:
+        monkeypatch.undo()
+        dfnas.ops.set_backend("auto")
+
+
+def test_the_first_use_applies_the_environment_variable(monkeypatch):
+    """Guards against `ensure_selected` not passing DFNAS_BACKEND on (the subprocess tests of
+    test_ops_imports.py show it end to end, but mutation testing cannot see into a subprocess)."""
+    try:
+        dfnas.ops.set_backend("auto")
+        monkeypatch.setattr(_backend, "_requested", None)  # as before the first op call
+        monkeypatch.setenv("DFNAS_BACKEND", "reference")
+        assert dfnas.ops.get_backend() == "reference"
+    finally:
+        monkeypatch.undo()
+        dfnas.ops.set_backend("auto")

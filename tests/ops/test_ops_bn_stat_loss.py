@@ -136,3 +136,29 @@ def test_bad_arguments_raise_clear_errors(args, message):
 def test_kernel_checks_reach_direct_op_callers():
     with pytest.raises(RuntimeError, match="running_mean must have shape"):
         schemas.bn_stat_loss_forward(torch.randn(2, 3, 4, 4), torch.zeros(2), torch.ones(3))
+
+
+def test_only_the_loss_is_differentiable_and_only_in_x():
+    """Guards against (issue 15, mutation testing) the saved per-channel moments returned as
+    differentiable outputs (`mark_non_differentiable` of one of them only) and the backward
+    returning a non-tensor for x when only the running statistics require a gradient."""
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    loss, mean, var = schemas.bn_stat_loss_forward(x, torch.zeros(3), torch.ones(3))
+    assert loss.requires_grad and not mean.requires_grad and not var.requires_grad
+    running_mean = torch.zeros(3, requires_grad=True)
+    loss, _, _ = schemas.bn_stat_loss_forward(x.detach(), running_mean, torch.ones(3))
+    loss.backward()  # the running statistics are constants of the loss: no gradient reaches them
+    assert running_mean.grad is None
+
+
+@pytest.mark.parametrize("op, args", [
+    ("bn_stat_loss_forward", lambda x: (x, torch.empty(3, device="meta"), torch.empty(3, device="meta"))),
+    ("tv_loss_forward", lambda x: (x, "l2")),
+    ("crop_windows", lambda x: (x, torch.zeros(2, 2, dtype=torch.int64, device="meta"), 2, 2)),
+])
+def test_fake_kernels_name_the_op_of_a_tensor_that_is_not_4d(op, args):
+    """Guards against the fake (meta) kernels' shape check losing its message (torch.compile and
+    the meta device report it); called directly on `meta` tensors."""
+    name = op.removesuffix("_forward")
+    with pytest.raises(RuntimeError, match=rf"^{name}: expected a 4-D \(N, C, H, W\) tensor, got 3-D$"):
+        getattr(schemas, op)(*args(torch.empty(2, 3, 4, device="meta")))

@@ -57,3 +57,12 @@ def test_crop_window_out_of_bounds_is_rejected():
 def test_crop_windows_bad_arguments_raise_clear_errors(args, message):
     with pytest.raises(ValueError, match=message):
         ops.crop_windows(*args)
+
+
+def test_reference_window_index_stays_on_the_offsets_device():
+    """Guards against (issue 15, mutation testing) the spec's index tensors made on the default
+    device instead of the offsets' (the eager backend runs it on CUDA tensors); shown with the
+    `meta` device, which refuses to mix with CPU tensors just as CUDA does."""
+    n, y, x = reference.window_index(torch.tensor([[0, 1], [2, 0]], device="meta"), 3, 4)
+    assert [t.device.type for t in (n, y, x)] == ["meta"] * 3
+    assert [tuple(t.shape) for t in (n, y, x)] == [(2, 1, 1), (2, 3, 1), (2, 1, 4)]

@@ -106,3 +106,10 @@ def test_opcheck():
 def test_bad_arguments_raise_clear_errors(x, kind, message):
     with pytest.raises(ValueError, match=message):
         ops.tv_loss(x, kind)
+
+
+def test_the_specification_refuses_an_unknown_kind_by_name():
+    """Guards against (issue 15, mutation testing) the reference's own refusal losing its message:
+    `dfnas.ops.reference` is also called directly (the eager backend, the tests)."""
+    with pytest.raises(ValueError, match=r"^tv_loss: kind must be one of \('l2', 'l1'\), got 'l3'$"):
+        reference.tv_loss(torch.randn(1, 1, 3, 3), "l3")

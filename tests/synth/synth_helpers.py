@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dfnas.teachers import Teacher, TeacherInfo
 from dfnas.teachers.digit_cnn import DigitCNN
@@ -26,3 +27,14 @@ def make_tiny_teacher(seed: int = 0, width: int = 4, flip_ok: bool = False) -> T
     return Teacher(model=model.eval(), info=info)
 
 
+class TurnsNaN(nn.Module):
+    """Wraps a teacher; its logits become NaN from the `after`-th call on."""
+
+    def __init__(self, model: nn.Module, after: int) -> None:
+        super().__init__()
+        self.model, self.after, self.calls = model, after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        logits = self.model(x)
+        return logits * float("nan") if self.calls > self.after else logits

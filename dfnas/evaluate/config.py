@@ -25,8 +25,8 @@ class TrainConfig:
     teacher: str | None = option(None, "distill online: this teacher labels every augmented batch ('default' = the bundled "
                                        "MNIST teacher, or a spec as in dfnas.teachers.load_teacher)")
     weights: str | None = option(None, "weights file of --teacher")
-    steps: int = option(600, "optimizer steps in total (an epoch is one pass over the training split; a checkpoint "
-                             "after each)", min=1, max=10**8)
+    steps: int = option(600, "optimizer steps in total (an epoch is one pass over the training split and ends with a "
+                             "checkpoint)", min=1, max=10**8)
     evaluations: int = option(10, "evaluations (real test accuracy, synthetic val agreement) spread over the epochs; "
                                   "the last epoch is always evaluated", min=1, max=10**6)
     batch_size: int = option(64, "training batch size", min=1, max=65536)

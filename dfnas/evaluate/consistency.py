@@ -786,7 +786,8 @@ def render_report(plan: StudyPlan, rows: list[dict], stats: dict) -> str:
                      f"agreement (rho {_fmt(ceiling['all']['spearman_rho'])}, tau "
                      f"{_fmt(ceiling['all']['kendall_tau'])} over all; rho "
                      f"{_fmt(ceiling['top_half']['spearman_rho'])} in the top half) is what seed noise alone "
-                     f"allows at this training budget: no source can be expected to rank better.")
+                     f"allows at this training budget for a source as noisy as the real digits (a less noisy "
+                     f"one can pass it).")
         low = ceiling["all"]["spearman_interval"]["low"]
         if ceiling["all"]["spearman_rho"] is None or low is None or low <= 0:
             lines += ["", "**Warning:** the ceiling's interval reaches 0 or below: the real ranking itself is not "

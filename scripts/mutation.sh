@@ -13,7 +13,7 @@
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
-group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat"}
+group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | spos"}
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
@@ -62,6 +62,10 @@ case $group in
     mutate="dfnas/nas/strategies/nat_front.py dfnas/nas/strategies/nat_nsga.py dfnas/nas/strategies/nat_predictors.py"
     tests="tests/nas/test_nat_front.py tests/nas/test_nat_predictors.py"
     k="" ;;
+  spos)
+    mutate="dfnas/nas/strategies/spos.py"
+    tests="tests/nas/test_search_spos.py tests/nas/test_nas_spos.py"
+    k="not console_script and not spos_preset_trains" ;;
   *) echo "unknown group $group" >&2; exit 2 ;;
 esac
 

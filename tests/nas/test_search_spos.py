@@ -16,9 +16,10 @@ from dfnas.nas.profile import cost_table
 from dfnas.nas.search_data import load_search_data
 from dfnas.nas.spaces.spos import SposConfig, SposSupernet
 from dfnas.nas.strategies import SposSearch, SposSearchConfig
-from dfnas.nas.strategies.evaluator import PathEvaluator, batch_norms, recalibrate_bn
+from dfnas.nas.strategies.evaluator import PathEvaluator, batch_norms, calibration_batches, recalibrate_bn
 from dfnas.nas.strategies.evolution import Evolution, EvolutionConfig
-from dfnas.data.images import Batch
+from dfnas.nas.strategies.spos import single_path_training
+from dfnas.data.images import Batch, BatchStream
 from dfnas.device import Precision
 from dfnas.nas.loss import LossConfig
 from dfnas.nas.trainer import Trainer
@@ -235,3 +236,28 @@ def test_console_script_end_to_end_and_kill_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "split" / "architecture.json").read_text()) == arch
     assert (tmp_path / "split" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()
+
+
+def test_single_path_training_is_set_up_as_configured(tmp_path):
+    """Guards SPOS's training setup (mutation testing found it unchecked): weight decay on weights
+    of ndim > 1 only and none on BN/bias, the configured lr, momentum and clip, the per-step
+    linear decay to 0 at the last step, and the seed offsets of the batch stream, the path
+    sampler and the calibration batches (another offset changes every search's result)."""
+    _, data = _tiny_data(tmp_path)
+    config = SposSearchConfig(space_preset="tiny", batch_size=8, lr=0.3, momentum=0.8, weight_decay=1e-3,
+                              grad_clip=2.0, epochs=2, steps_per_epoch=5, calib_batches=2, calib_batch_size=8, seed=7)
+    # conv (4-d), BN and bias (1-d), linear (2-d): the SPOS supernet has no 1-d parameter
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    trainer, optimizer, stream, scheduler, sampler, evaluator = single_path_training(model, config, data, CPU)
+    assert trainer.grad_clip == 2.0
+    decay, no_decay = optimizer.param_groups
+    assert [id(p) for p in decay["params"]] == [id(p) for p in model.parameters() if p.ndim > 1]
+    assert [id(p) for p in no_decay["params"]] == [id(p) for p in model.parameters() if p.ndim <= 1]
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (1e-3, 0.0)
+    assert all(g["lr"] == pytest.approx(0.3) and g["momentum"] == 0.8 for g in optimizer.param_groups)
+    assert [scheduler.lr_lambdas[0](step) for step in (0, 5, 10, 12)] == [1.0, 0.5, 0.0, 0.0]  # 2 x 5 steps
+    assert torch.equal(stream.generator.get_state(), BatchStream(data.train, 8, 8).generator.get_state())
+    assert torch.equal(sampler.get_state(), torch.Generator().manual_seed(10).get_state())
+    expected = calibration_batches(data.train, 8, 2, 11)
+    assert len(evaluator.calibration) == 2
+    assert all(torch.equal(a.images, b.images) for a, b in zip(evaluator.calibration, expected))

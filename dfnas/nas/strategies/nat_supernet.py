@@ -22,7 +22,8 @@ from dfnas.nas.spaces.proxyless import ProxylessSupernet
 from dfnas.nas.strategies.base import space_config
 from dfnas.nas.strategies.health import fit_batch_to_split, metric_name
 from dfnas.nas.strategies.nat_spaces import PathEncoding
-from dfnas.nas.strategies.spos import SUPERNET_PROBES, SposSearchConfig, single_path_training
+from dfnas.nas.strategies.spos import (SUPERNET_PROBES, SposSearchConfig, single_path_training,
+                                        train_single_path_epoch)
 
 
 class ProxylessPathSupernet(ProxylessSupernet):
@@ -76,23 +77,7 @@ class ProxylessUniformSupernet:
 
     def run_unit(self, unit: int, progress: Callable[[int], None]) -> dict:
         """Warm-start epoch `unit`: one uniform path per step, then the probe paths' scores."""
-        self.model.train()
-        losses, lr = [], self.optimizer.param_groups[0]["lr"]
-        for _ in range(self.unit_steps(unit)):
-            batch, path = self.stream.next(), self.encoding.sample(self.sampler)
-            # Parameters off the path get no gradient (None), so momentum and decay skip them.
-            losses.append(self.trainer.step(self.optimizer, self.path_forward(path), batch,
-                                            list(self.model.parameters())))
-            self.scheduler.step()
-            progress(1)
-        probes = self.evaluator.score_each([self.path_forward(path) for path in self.probe_paths])
-        self.last_metrics = {key: sum(p[key] for p in probes) / len(probes) for key in ("agreement", "kl")}
-        self.model.train()
-        record = {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses),
-                  f"val_{self.metric}": self.last_metrics["agreement"], "val_kl": self.last_metrics["kl"]}
-        if unit == 0 and self.notices:
-            record["notice"] = "; ".join(self.notices)
-        return record
+        return train_single_path_epoch(self, lambda: self.encoding.sample(self.sampler), unit, progress)
 
     def final_metrics(self) -> dict:
         """The probe paths' scores (before NAT's initial archive); empty before the first epoch."""

@@ -92,6 +92,31 @@ def single_path_training(model: nn.Module, config: SposSearchConfig, data: Searc
     return trainer, optimizer, stream, scheduler, sampler, evaluator
 
 
+def train_single_path_epoch(search, sample: Callable[[], Sequence[int]], unit: int,
+                            progress: Callable[[int], None]) -> dict:
+    """One epoch of single-path supernet training (SPOS; NAT's warm start): a path from `sample`
+    per step, then the probe paths' scores after exact BN recalibration (`search.last_metrics`).
+    `search` holds what `single_path_training` built, `model`, `probe_paths`, `path_forward`,
+    `metric`, `notices` and `config`. Returns the epoch's log record."""
+    search.model.train()
+    losses, lr = [], search.optimizer.param_groups[0]["lr"]
+    for _ in range(search.config.epoch_steps(search.stream.batches_per_epoch)):
+        batch, path = search.stream.next(), sample()
+        # Parameters off the path get no gradient (None), so momentum and decay skip them.
+        losses.append(search.trainer.step(search.optimizer, search.path_forward(path), batch,
+                                          list(search.model.parameters())))
+        search.scheduler.step()
+        progress(1)
+    probes = search.evaluator.score_each([search.path_forward(path) for path in search.probe_paths])
+    search.last_metrics = {key: sum(p[key] for p in probes) / len(probes) for key in ("agreement", "kl")}
+    search.model.train()
+    record = {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses),
+              f"val_{search.metric}": search.last_metrics["agreement"], "val_kl": search.last_metrics["kl"]}
+    if unit == 0 and search.notices:
+        record["notice"] = "; ".join(search.notices)
+    return record
+
+
 class SposSearch:
     name = "spos"
 
@@ -167,24 +192,7 @@ class SposSearch:
         return self._generation(progress)
 
     def _train_epoch(self, unit: int, progress: Callable[[int], None]) -> dict:
-        self.model.train()
-        losses, lr = [], self.optimizer.param_groups[0]["lr"]
-        for _ in range(self.config.epoch_steps(self.stream.batches_per_epoch)):
-            batch, path = self.stream.next(), self.sample_path()
-            # Parameters off the path get no gradient (None), so momentum and decay skip them.
-            losses.append(self.trainer.step(self.optimizer, lambda x, path=path: self.model(x, path), batch,
-                                            list(self.model.parameters())))
-            self.scheduler.step()
-            progress(1)
-        # The supernet's quality: fixed random paths, each after exact BN recalibration.
-        probes = self.evaluator.score_each([self.path_forward(path) for path in self.probe_paths])
-        self.last_metrics = {key: sum(p[key] for p in probes) / len(probes) for key in ("agreement", "kl")}
-        self.model.train()
-        record = {"phase": "supernet", "lr": lr, "train_loss": sum(losses) / len(losses),
-                  f"val_{self.metric}": self.last_metrics["agreement"], "val_kl": self.last_metrics["kl"]}
-        if unit == 0 and self.notices:
-            record["notice"] = "; ".join(self.notices)
-        return record
+        return train_single_path_epoch(self, self.sample_path, unit, progress)
 
     def path_forward(self, path: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: self.model(x, path)

@@ -11,8 +11,6 @@ step. Under `--benchmark-disable` (CI's quick run) the batch drops to 4, one rou
 """
 from __future__ import annotations
 
-import statistics
-import time
 
 import pytest
 import torch
@@ -26,6 +24,8 @@ from dfnas.nas.spaces.darts_reference import reference_of
 from dfnas.nas.spaces.darts_search import DartsSearchNetwork
 from dfnas.nas.strategies.darts import Architect
 from dfnas.nas.trainer import Trainer
+
+from interleaved import interleaved_medians
 
 BATCH = 64
 QUICK_BATCH = 4
@@ -67,15 +67,7 @@ def _search_step(model: torch.nn.Module, batches: list[Batch]):
 
 def _interleaved(benchmark, steps: dict, flops: int, rounds: int) -> None:
     """Time the steps round by round, alternating; record medians, ratio and GFLOP/s."""
-    for step in steps.values():
-        step()  # warm-up (oneDNN primitives, allocator)
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    medians = interleaved_medians(steps, rounds)
     benchmark.extra_info.update({
         "threads": torch.get_num_threads(), "reference_ms": round(1e3 * medians["reference"], 1),
         "fused_ms": round(1e3 * medians["fused"], 1), "ratio": round(medians["reference"] / medians["fused"], 2),

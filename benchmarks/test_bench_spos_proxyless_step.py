@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import random
 import statistics
-import time
 
 import pytest
 import torch
@@ -37,6 +36,8 @@ from dfnas.nas.spaces.proxyless_reference import torch_modules
 from dfnas.nas.search_run import strategy_config
 from dfnas.nas.strategies import STRATEGIES
 from dfnas.nas.strategies.proxyless_gates import GateForward, gate_reference, sample_gates
+
+from interleaved import interleaved_medians
 
 BATCH = 64
 QUICK_BATCH = 4
@@ -165,20 +166,12 @@ def _arch_step_floor(search) -> int:
 def _interleaved(benchmark, steps: dict, macs: dict, flop_per_mac: int, batch: int, floor_bytes: int,
                  copy_gbps: float, rounds: int) -> None:
     """Alternate the steps round by round; record medians, ratios to `today`, GFLOP/s, floor fraction."""
-    for step in steps.values():
-        step()  # warm-up: oneDNN primitives, allocator
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - start)
+    medians = interleaved_medians(steps, rounds)
     floor = floor_bytes / (copy_gbps * 1e9)
     info = {"threads": torch.get_num_threads(), "floor_ms": round(1e3 * floor, 2),
             "floor_mb": round(floor_bytes / 1e6, 1), "copy_gbps": round(copy_gbps, 1)}
-    today = statistics.median(seconds["today"])
-    for name, values in seconds.items():
-        median = statistics.median(values)
+    today = medians["today"]
+    for name, median in medians.items():
         flops = flop_per_mac * batch * statistics.mean(macs[name])
         info[name] = {"ms": round(1e3 * median, 2), "speedup": round(today / median, 3),
                       "gflops": round(flops / median / 1e9, 2), "floor_fraction": round(floor / median, 3)}

@@ -13,7 +13,7 @@
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
-group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | spos"}
+group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | spos | search-base"}
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
@@ -52,7 +52,7 @@ case $group in
     k="" ;;
   ops)
     mutate="dfnas/ops/__init__.py dfnas/ops/_autograd.py dfnas/ops/_backend.py dfnas/ops/_checks.py dfnas/ops/_common.py dfnas/ops/_fake.py dfnas/ops/_reference_kernels.py dfnas/ops/reference.py"
-    tests="tests/ops/test_ops_bn_stat_loss.py tests/ops/test_ops_tv_loss.py tests/ops/test_ops_crop_windows.py tests/ops/test_ops_region_adam.py tests/ops/test_ops_properties.py tests/gpu/test_gpu_backend.py tests/gpu/test_gpu_reference_kernels.py"
+    tests="tests/ops/test_ops_arguments.py tests/ops/test_ops_bn_stat_loss.py tests/ops/test_ops_tv_loss.py tests/ops/test_ops_crop_windows.py tests/ops/test_ops_region_adam.py tests/ops/test_ops_properties.py tests/gpu/test_gpu_backend.py tests/gpu/test_gpu_reference_kernels.py"
     k="" ;;
   retrain)
     mutate="dfnas/evaluate/retrain.py"
@@ -64,8 +64,12 @@ case $group in
     k="" ;;
   spos)
     mutate="dfnas/nas/strategies/spos.py"
-    tests="tests/nas/test_search_spos.py tests/nas/test_nas_spos.py"
+    tests="tests/nas/test_search_spos.py tests/nas/test_search_spos_loop.py tests/nas/test_nas_spos.py"
     k="not console_script and not spos_preset_trains" ;;
+  search-base)
+    mutate="dfnas/nas/strategies/base.py dfnas/nas/strategies/health.py"
+    tests="tests/nas/test_search_loop.py tests/nas/test_search_learns.py tests/nas/test_search_hardening.py tests/nas/test_search_cli.py tests/nas/test_search_train.py tests/nas/test_search_sigkill.py"
+    k="not mid_unit" ;;
   *) echo "unknown group $group" >&2; exit 2 ;;
 esac
 

@@ -171,6 +171,25 @@ def test_supernet_epoch_trains_the_sampled_paths_and_reports_the_probes(tmp_path
     assert records[0]["notice"] == "; ".join(search.notices) and "notice" not in records[1]
 
 
+def test_supernet_epoch_clips_the_gradient_of_the_sampled_path(tmp_path, monkeypatch):
+    """Guards against: the epoch's steps not handing the parameters to clip to the trainer, so
+    `grad_clip` is silently ignored (SPOS does not clip by default)."""
+    _, data = _tiny_data(tmp_path)
+    search = SposSearch(_config(grad_clip=0.5, epochs=1, steps_per_epoch=2), data, CPU)
+    clipped = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        clipped.append(({id(p) for p in params}, max_norm))
+        return clip(params, max_norm, *args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    search.run_unit(0, lambda n: None)
+    assert len(clipped) == 2 and all(max_norm == 0.5 for _, max_norm in clipped)
+    with_grad = {id(p) for p in search.model.parameters() if p.grad is not None}
+    assert clipped[-1][0] == with_grad and 0 < len(with_grad) < len(list(search.model.parameters()))
+
+
 def test_generation_record_and_best_metrics(tmp_path):
     """Guards against: a generation record with the wrong counts, best, candidates' KL or top-k,
     and the best's metrics overwritten by a later generation that did not beat it."""
@@ -238,6 +257,9 @@ def test_resume_from_a_state_dict_continues_as_if_uninterrupted(tmp_path):
     want = [full.run_unit(unit, lambda n: None) for unit in range(4)]
 
     first = SposSearch(_config(), data, CPU)
+    fresh = SposSearch(_config(), data, CPU)
+    fresh.load_state_dict(first.state_dict())  # a search can be saved before its first unit
+    assert fresh.final_metrics() == {}
     got = [first.run_unit(unit, lambda n: None) for unit in range(3)]
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = SposSearch(_config(), data, CPU)

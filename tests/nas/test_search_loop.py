@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
+from dfnas.checkpoint import state_digest
 from dfnas.config import RunFailed
 from dfnas.nas.search_data import SearchData
 from dfnas.nas.spaces.darts import DartsConfig
@@ -43,7 +45,7 @@ class Counting:
             progress(1)
         self.total += unit + float(torch.rand(()))  # the global RNG is part of the resumable state
         value = math.inf if unit == self.bad_at else self.total
-        return {"total": value, "steps": self.unit_steps(unit), "name": f"u{unit}", "list": [unit]}
+        return {"total": value, "also": -value, "steps": self.unit_steps(unit), "name": f"u{unit}", "list": [unit]}
 
     def state_dict(self) -> dict:
         return {"total": self.total}
@@ -114,6 +116,60 @@ def test_stop_after_then_resume_equals_the_whole_run(tmp_path):
     assert again.final_record == _records(tmp_path / "whole")[-1]
 
 
+class RankWorld:
+    """Rank `rank` of a 2-process world, without processes: rank 0's broadcasts are `sent`, and
+    `check_same` records what the ranks would compare."""
+
+    size, distributed = 2, True
+
+    def __init__(self, rank: int, sent=None):
+        self.rank, self.sent, self.compared = rank, sent, []
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, value):
+        return value if self.rank == 0 else self.sent.pop(0)
+
+    def check_same(self, value, what: str) -> None:
+        self.compared.append((value, what))
+
+
+def test_ranks_compare_their_state_digests_and_only_rank_0_writes(tmp_path):
+    """Guards against: ranks not comparing the digest of the state rank 0 saves (or comparing
+    nothing, or naming another unit), and a rank other than 0 writing or reading the output."""
+    torch.manual_seed(0)
+    main = RankWorld(0)
+    outcome = run_search(Counting(num_units=2), tmp_path / "out", {"a": 1}, progress_bar=False,
+                         echo=lambda s: None, world=main)
+    saved = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    assert [what for _, what in main.compared] == ["the search state after round 1", "the search state after round 2"]
+    assert main.compared[-1][0] == state_digest(saved) and main.compared[0][0] != main.compared[1][0]
+    torch.manual_seed(0)
+    other = RankWorld(1, sent=[outcome.final_record])
+    elsewhere = run_search(Counting(num_units=2), tmp_path / "rank1", {"a": 1}, progress_bar=False,
+                           echo=lambda s: None, world=other)
+    assert not (tmp_path / "rank1").exists()
+    assert elsewhere.final_record == outcome.final_record
+    assert [digest for digest, _ in other.compared] == [digest for digest, _ in main.compared]
+
+
+def test_a_resume_names_the_checkpoint_of_other_settings_and_survives_a_lost_log(tmp_path):
+    """Guards against: a refused resume not naming the checkpoint, and a resume failing when the
+    log is gone (it is rewritten from the checkpoint's unit count); a run of no unit returns an
+    empty final record."""
+    out = tmp_path / "out"
+    nothing = run_search(Counting(), out, {"lr": 0.1}, stop_after=0, progress_bar=False, echo=lambda s: None)
+    assert nothing.final_record == {} and not nothing.finished and nothing.next_unit == 0
+    run_search(Counting(), out, {"lr": 0.1}, stop_after=1, progress_bar=False, echo=lambda s: None)
+    with pytest.raises(ValueError, match=re.escape(str(out / "checkpoint.pt"))):
+        run_search(Counting(), out, {"lr": 0.2}, resume=True, progress_bar=False, echo=lambda s: None)
+    (out / "log.jsonl").unlink()
+    outcome = run_search(Counting(), out, {"lr": 0.1}, resume=True, progress_bar=False, echo=lambda s: None)
+    assert outcome.finished and [r["round"] for r in _records(out)] == [2, 3, 4]
+
+
 def test_a_new_run_refuses_a_checkpoint_and_clears_a_stale_log(tmp_path):
     """Guards against: a new run overwriting an existing search, or appending to an old log."""
     out = tmp_path / "out"
@@ -135,10 +191,10 @@ def test_failed_and_non_finite_units_stop_the_run_with_one_line(tmp_path):
     assert str(failed.value) == ("counting round 2: loss became nan; stopped without an architecture (lower the "
                                  "learning rates or check the data)")
     assert len(_records(out)) == 1
-    out = tmp_path / "bad"
+    out = tmp_path / "deeper" / "bad"  # parents are created
     with pytest.raises(RunFailed) as bad:
         run_search(Counting(bad_at=2), out, {}, progress_bar=False, echo=lambda s: None)
-    assert str(bad.value) == "counting round 3: total became non-finite; stopped without an architecture"
+    assert str(bad.value) == "counting round 3: total, also became non-finite; stopped without an architecture"
     assert len(_records(out)) == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["next_unit"] == 2
 
@@ -160,6 +216,8 @@ def test_progress_bar_counts_each_unit(tmp_path, monkeypatch):
         (2, "counting round 1/2", False, False), (3, "counting round 2/2", False, False)]
     run_search(Counting(num_units=1), tmp_path / "quiet", {}, progress_bar=False, echo=lambda s: None)
     assert bars[-1]["disable"] is True
+    run_search(Counting(num_units=1), tmp_path / "default", {}, echo=lambda s: None)
+    assert bars[-1]["disable"] is False  # a bar unless asked not to
 
 
 def test_summarize_prints_scalars_only():
@@ -232,6 +290,9 @@ def test_health_thresholds_are_inclusive_where_documented():
         "every block that can be removed (3) chose 'zero': the cost term outweighed the loss, or the supernet had "
         "not learned when the architecture was updated (lower reg_lambda, or more warmup_epochs)"]
     assert health.search_health(Reported(num_classes=10)) == ["no unit of the search has finished: nothing to judge"]
+    named = health.search_health(Reported(metric="accuracy", agreement=0.1, num_classes=10))
+    assert named[0].startswith("the search ended near chance: val accuracy 0.100 of the supernet (chance")
+    assert health.search_health(Reported(agreement=0.9, num_classes=10, zero_blocks=1)) == []
 
 
 def test_entropies_in_nats():
@@ -263,6 +324,12 @@ def test_batch_fitting_boundaries():
     assert tiny_split.batch_size == smallest  # floor, not 30 // steps = 3
     fewer, _ = health.fit_batch_to_split(SposSearchConfig(batch_size=64, lr=0.4), 20)
     assert fewer.batch_size == smallest
+    # Fewer images than the batch: the whole split is one batch, even below MIN_FITTED_BATCH, but
+    # a batch already at or below MIN_FITTED_BATCH is left alone.
+    assert health.fit_batch_to_split(config, 10)[0].batch_size == 10
+    assert health.fit_batch_to_split(config, 1)[0].batch_size == 1
+    assert health.fit_batch_to_split(config, 0) == (config, None)
+    assert health.fit_batch_to_split(small, 10) == (small, None)
     both, notice = health.fit_batch_to_split(config, 300, ("lr", "weight_decay"))
     assert both.weight_decay == pytest.approx(config.weight_decay * 30 / 64)
     assert "lr 0.4 -> 0.1875, weight_decay" in notice

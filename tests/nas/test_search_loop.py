@@ -153,6 +153,15 @@ def test_ranks_compare_their_state_digests_and_only_rank_0_writes(tmp_path):
     assert not (tmp_path / "rank1").exists()
     assert elsewhere.final_record == outcome.final_record
     assert [digest for digest, _ in other.compared] == [digest for digest, _ in main.compared]
+    # A resume: rank 1 takes rank 0's checkpoint, never reads one of its own (it may have none).
+    torch.manual_seed(0)
+    run_search(Counting(num_units=2), tmp_path / "split", {"a": 1}, stop_after=1, progress_bar=False,
+               echo=lambda s: None)
+    checkpoint = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    resumed = Counting(num_units=2)
+    run_search(resumed, tmp_path / "rank1-resume", {"a": 1}, resume=True, progress_bar=False, echo=lambda s: None,
+               world=RankWorld(1, sent=[checkpoint, outcome.final_record]))
+    assert resumed.units_run == [1] and resumed.total == pytest.approx(saved["strategy"]["total"])
 
 
 def test_a_resume_names_the_checkpoint_of_other_settings_and_survives_a_lost_log(tmp_path):

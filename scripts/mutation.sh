@@ -13,7 +13,7 @@
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
-group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | spos | search-base"}
+group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | spos | search-base | darts"}
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
@@ -70,6 +70,10 @@ case $group in
     mutate="dfnas/nas/strategies/base.py dfnas/nas/strategies/health.py"
     tests="tests/nas/test_search_loop.py tests/nas/test_search_learns.py"
     k="loop or health or fitted" ;;
+  darts)
+    mutate="dfnas/nas/strategies/darts.py"
+    tests="tests/nas/test_darts_units.py tests/nas/test_search_darts.py tests/nas/test_nas_darts.py tests/nas/test_darts_fused.py tests/nas/test_search_learns.py"
+    k="not console_script and not spos_preset_trains" ;;
   *) echo "unknown group $group" >&2; exit 2 ;;
 esac
 

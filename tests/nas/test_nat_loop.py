@@ -254,3 +254,126 @@ def test_final_metrics_and_result_files(tmp_path):
                                                                   "history": search.history}
     assert written == [out / f"front/{k:02d}.json" for k in range(4)] + [out / "archive.json", out / "archive.csv",
                                                                          out / "hypervolume.json"]
+
+
+class _Linear:
+    """A fixed predictor: agreement = a weighted sum of the one-hot genome."""
+
+    def __init__(self, counts):
+        self.weights = np.random.default_rng(0).uniform(0, 0.2, sum(counts))
+
+    def predict(self, features):
+        return np.asarray(features, float) @ self.weights
+
+
+def _brute_front(objectives: np.ndarray) -> list[int]:
+    return [i for i, a in enumerate(objectives)
+            if not any((b <= a).all() and (b < a).any() for b in objectives)]
+
+
+def test_propose_picks_new_feasible_members_of_the_predicted_front(tmp_path, monkeypatch):
+    """Guards: picks that are already in the archive, infeasible, repeated, off NSGA-II's predicted
+    front, or guessed with another value than the predictor's; NSGA-II seeded or configured with
+    other settings than the search's."""
+    from dfnas.nas.strategies import nat
+
+    limit = _macs(4.0)
+    search = _search(tmp_path, max_macs=limit, picks=3, nsga_population=12, nsga_generations=3)
+    search.archive = Archive([_member(p, 0.5 + 0.01 * i, 1.0 + 0.1 * i) for i, p in enumerate(EVERY[:400:50].tolist())])
+    model = _Linear(ENCODING.counts)
+    calls = []
+
+    def recording(*args):
+        calls.append(args)
+        calls.append(nat_nsga2(*args))
+        return calls[-1]
+
+    nat_nsga2 = nat.nsga2
+    monkeypatch.setattr(nat, "nsga2", recording)
+    paths, guesses = search._propose(model, 17)
+    (num_layers, counts, objectives, num_objectives, constraints, num_constraints, seeds, population_size,
+     generations, seed), population = calls
+    assert (num_layers, counts, num_objectives, num_constraints, population_size, generations, seed) == (
+        5, ENCODING.counts, 2, 1, 12, 3, 17)
+    np.testing.assert_array_equal(seeds, search.archive.paths()[search.front()])
+    genomes = EVERY[:7]
+    np.testing.assert_allclose(objectives(genomes), np.stack([1 - model.predict(nat.one_hot(genomes, ENCODING.counts)),
+                                                              FREE.of(genomes, "macs")], 1))
+    np.testing.assert_allclose(constraints(genomes), (FREE.of(genomes, "macs") - limit)[:, None])
+    assert len(paths) == 3 == len(set(paths)) and all(type(k) is int for p in paths for k in p)
+    assert all(p not in search.archive and FREE.of_path(p)["macs"] <= limit for p in paths)
+    assert guesses == pytest.approx([float(model.predict(nat.one_hot([p], ENCODING.counts))[0]) for p in paths])
+    new = {}
+    for i, genome in enumerate(population.genomes):
+        key = tuple(genome.tolist())
+        if population.feasible[i] and key not in search.archive and key not in new:
+            new[key] = i
+    front = [list(new)[k] for k in _brute_front(population.objectives[list(new.values())])]
+    assert set(paths) <= set(front) if len(front) >= 3 else set(front) <= set(paths)
+
+
+def test_propose_fills_up_with_random_paths_when_nsga_finds_nothing_new(tmp_path, monkeypatch):
+    """Guards: fewer picks than asked when NSGA-II's population holds only archive members, or
+    random picks without the predictor's guess."""
+    from dfnas.nas.strategies import nat
+    from dfnas.nas.strategies.nat_nsga import Population
+
+    search = _search(tmp_path, picks=2)
+    search.archive = Archive([_member(p, 0.5, 1.0) for p in EVERY[:4].tolist()])
+    stale = Population(EVERY[:4].copy(), np.zeros((4, 2)), np.ones(4, dtype=bool))
+    monkeypatch.setattr(nat, "nsga2", lambda *args: stale)
+    model = _Linear(ENCODING.counts)
+    replay = torch.Generator()
+    replay.set_state(search.generator.get_state())
+    paths, guesses = search._propose(model, 1)
+    assert paths == [ENCODING.sample(replay), ENCODING.sample(replay)]  # (EVERY[:4] is unlikely to be drawn)
+    assert guesses == pytest.approx([float(model.predict(nat.one_hot([p], ENCODING.counts))[0]) for p in paths])
+
+
+def test_an_iteration_adds_the_picks_adapts_and_rescores_the_archive(tmp_path):
+    """Guards: an iteration that logs another predictor than the best cross-validated one, records
+    the picks with another iteration or guess, skips the rescoring after adaptation, or
+    miscounts its progress; `run_unit` dispatching a unit to the wrong phase."""
+    search = _search(tmp_path, predictors="rbf,trees", nsga_generations=2, initial_samples=6)
+    assert search.run_unit(0, lambda _: None)["phase"] == "supernet"
+    assert search.run_unit(1, lambda _: None)["phase"] == "initial archive"
+    steps = search.unit_steps(2)
+    ticks = []
+    record = search.run_unit(2, ticks.append)
+    assert len(ticks) == steps == 2 + 2 + 8
+    assert record["phase"] == "nat" and set(record["predictor_taus"]) == {"rbf", "trees"}
+    assert record["predictor_tau"] == record["predictor_taus"][record["predictor"]] == max(
+        record["predictor_taus"].values())
+    new = search.archive.members[6:]
+    assert len(new) == 2 and all(m.iteration == 1 for m in new)
+    assert [p["path"] for p in record["picks"]] == [list(m.path) for m in new]
+    assert [p["predicted"] for p in record["picks"]] == [m.predicted for m in new]
+    assert isinstance(record["adapt_loss"], float)
+    rescored = search._evaluate([m.path for m in search.archive.members])
+    assert [m.agreement for m in search.archive.members] == [s["agreement"] for s in rescored]
+    assert search.history[-1]["iteration"] == 1 and search.history[-1]["predictor_tau"] == record["predictor_tau"]
+    x = torch.randn(2, 1, 8, 8)
+    search.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(search.probe_forward(search.model, x), search.model(x, [0] * 5), rtol=0, atol=0)
+
+
+def test_plot_draws_the_archive_by_the_first_cost(tmp_path, monkeypatch):
+    """Guards: front.png / hypervolume.png drawn from other costs, scores, front, chosen member,
+    limit or labels than the search's."""
+    from dfnas.nas.strategies import nat_plots
+
+    drawn = {}
+    monkeypatch.setattr(nat_plots, "front_plot", lambda *args: drawn.setdefault("front", args))
+    monkeypatch.setattr(nat_plots, "progress_plot", lambda *args: drawn.setdefault("progress", args))
+    search = _search(tmp_path, max_macs=_macs(4.5))
+    search.archive = _archive()
+    search._close_unit(0, None)
+    search._close_unit(1, 0.5)
+    assert search.plot(tmp_path) == [tmp_path / "front.png", tmp_path / "hypervolume.png"]
+    members = search.archive.members
+    assert drawn["front"] == (tmp_path / "front.png", [m.costs["macs"] for m in members],
+                              [m.agreement for m in members], [m.iteration for m in members], search.front(),
+                              search.chosen(), _macs(4.5), "macs (MMACs)", "val agreement with the teacher")
+    volumes = [h["hypervolume"] for h in search.history]
+    assert drawn["progress"] == (tmp_path / "hypervolume.png", [0, 1], volumes, [None, 0.5])

@@ -69,6 +69,33 @@ def test_unit_steps_of_each_kind_of_unit(tmp_path):
     fixed.archive = search.archive
     assert not fixed._rescores() and fixed.unit_steps(2) == 2
     assert fixed._adapt(lambda _: None) is None
+    one = _search(tmp_path, steps_per_epoch=1)
+    assert one._adapt_steps() == 1 and one._rescores()  # a single adaptation step changes the weights too
+    passes = _search(tmp_path, steps_per_epoch=0, adapt_epochs=2)
+    assert passes._adapt_steps() == 2 * passes.supernet.stream.batches_per_epoch > 2
+    assert search.notices == search.supernet.notices == []
+    fitted = _search(tmp_path, steps_per_epoch=0, batch_size=1024)  # the runner logs the batch-fitting notice
+    assert len(fitted.notices) == 1 and fitted.notices == fitted.supernet.notices
+
+
+def test_a_latency_objective_or_limit_loads_the_table_for_this_device(tmp_path, monkeypatch):
+    """Guards: a latency limit without a latency objective left unchecked (no table), or the table
+    measured on another device than the search's."""
+    from dfnas.nas.strategies import nat
+
+    calls = []
+
+    def fake(*args):
+        calls.append(args)
+        return _fake_latency_table("spos", SPOS)
+
+    monkeypatch.setattr(nat, "latency_table", fake)
+    search = _search(tmp_path, max_latency=5.0)
+    assert calls == [(None, "spos", SPOS, torch.device("cpu"))] and "latency" in search.costs.names
+    _search(tmp_path, objectives="latency")
+    assert len(calls) == 2
+    _search(tmp_path)
+    assert len(calls) == 2
 
 
 def test_initial_archive_starts_with_the_extremes_then_new_random_feasible_paths(tmp_path):
@@ -89,7 +116,8 @@ def test_initial_archive_starts_with_the_extremes_then_new_random_feasible_paths
             assert member.costs == FREE.of_path(member.path) and member.iteration == 0 and member.predicted is None
         assert record["phase"] == "initial archive" and record["evaluated"] == 5
         assert record["hv_reference"] == search.costs.bounds.to_dict()
-        assert record["archive_size"] == 5 and len(search.history) == 1
+        assert record["archive_size"] == 5 and [(h["iteration"], h["predictor_tau"]) for h in search.history] == [
+            (0, None)]
     # The random paths come from the search's seeded generator, not the global one.
     torch.manual_seed(123)
     again = _search(tmp_path, max_macs=float(MACS[len(MACS) // 2]))
@@ -98,7 +126,11 @@ def test_initial_archive_starts_with_the_extremes_then_new_random_feasible_paths
 
 
 def test_too_few_feasible_architectures_are_refused(tmp_path):
-    """Guards: a search started with fewer than the 3 architectures the predictors need."""
+    """Guards: a search started with fewer than the 3 architectures the predictors need (or one
+    refused with exactly 3)."""
+    three = _search(tmp_path, max_macs=float(MACS[2]), initial_samples=40)  # the three cheapest
+    three._initial_archive(lambda _: None)
+    assert len(three.archive) == 3
     search = _search(tmp_path, max_macs=float(MACS[0]))  # only the cheapest architecture is feasible
     with pytest.raises(ValueError) as refused:
         search._initial_archive(lambda _: None)
@@ -170,9 +202,16 @@ def test_the_chosen_architecture_is_the_best_front_member_then_the_cheaper(tmp_p
     assert search.architecture() == ENCODING.architecture((0, 1, 0, 0, 0))
     search.archive.members[4] = Member((0, 1, 0, 0, 0), 0.9, 0.5, {"macs": _macs(4.5), "params": 0.045}, 0)
     assert search.chosen() == 3
+    search.archive.add(_member([0, 3, 0, 0, 0], 0.1, 0.5))  # on the front (the cheapest), last, the worst
+    assert search.chosen() == 3
+    # Two costs: equally good front members, the cheaper by the first cost wins.
+    both = _search(tmp_path, objectives="macs,params")
+    both.archive = Archive([Member((1, 0, 0, 0, 0), 0.9, 0.5, {"macs": _macs(4.0), "params": 0.01}, 0),
+                            Member((2, 0, 0, 0, 0), 0.9, 0.5, {"macs": _macs(3.0), "params": 0.05}, 0)])
+    assert both.front() == [1, 0] and both.chosen() == 1
 
 
-def test_adaptation_draws_only_the_fronts_choices_at_the_adapt_lr(tmp_path):
+def test_adaptation_draws_only_the_fronts_choices_at_the_adapt_lr(tmp_path, monkeypatch):
     """Guards: adaptation paths drawn uniformly (or from the whole archive) instead of from the
     front's per-layer choices, the warm start's lr kept, a wrong step count or mean loss."""
     search = _search(tmp_path, adapt_epochs=2, adapt_lr=0.0125)
@@ -189,6 +228,22 @@ def test_adaptation_draws_only_the_fronts_choices_at_the_adapt_lr(tmp_path):
         assert all(k in front[:, layer] for layer, k in enumerate(path)), path
     assert all(group["lr"] == 0.0125 for group in search.supernet.optimizer.param_groups)
     assert isinstance(loss, float) and loss > 0
+    # The paths come from the search's generator (not the global one); the loss is the steps' mean;
+    # the gradient is clipped as configured.
+    again = _search(tmp_path, adapt_epochs=2, adapt_lr=0.0125, grad_clip=0.5)
+    again.archive = _archive()
+    torch.manual_seed(77)
+    losses, clipped = [], []
+    step = again.supernet.trainer.step
+    monkeypatch.setattr(again.supernet.trainer, "step", lambda *a: losses.append(step(*a)) or losses[-1])
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: clipped.append(norm) or clip(params, norm))
+    seen.clear()
+    hook = again.model.register_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[1])) if module.training else None)
+    mean = again._adapt(lambda _: None)
+    hook.remove()
+    assert len(seen) == 4 and mean == pytest.approx(sum(losses) / 4) and clipped == [0.5] * 4
     # A one-member front: every adaptation path is that member.
     single = _search(tmp_path, adapt_epochs=1)
     single.archive = Archive([_member([2, 1, 3, 0, 1], 0.9, 1.0), _member([0, 0, 0, 0, 0], 0.5, 2.0)])
@@ -221,6 +276,8 @@ def test_state_round_trip_keeps_the_archive_history_generator_and_latency_table(
     assert resumed.costs.objectives == ("macs", "latency") and resumed.costs.space == "spos"
     path = (1, 2, 3, 0, 1)
     assert resumed.costs.of_path(path) == search.costs.of_path(path)
+    chosen = search.archive.members[search.chosen()].path
+    assert search.architecture().derived["latency_ms"] == pytest.approx(table.cost(list(chosen)))
     plain = _search(tmp_path)
     assert plain.state_dict()["latency_table"] is None
     plain.load_state_dict(copy.deepcopy(plain.state_dict()))

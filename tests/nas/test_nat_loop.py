@@ -244,6 +244,16 @@ def test_adaptation_draws_only_the_fronts_choices_at_the_adapt_lr(tmp_path, monk
     mean = again._adapt(lambda _: None)
     hook.remove()
     assert len(seen) == 4 and mean == pytest.approx(sum(losses) / 4) and clipped == [0.5] * 4
+    drawn = list(seen)
+    third = _search(tmp_path, adapt_epochs=2, adapt_lr=0.0125, grad_clip=0.5)
+    third.archive = _archive()
+    torch.manual_seed(78)
+    seen.clear()
+    hook = third.model.register_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[1])) if module.training else None)
+    third._adapt(lambda _: None)
+    hook.remove()
+    assert seen == drawn
     # A one-member front: every adaptation path is that member.
     single = _search(tmp_path, adapt_epochs=1)
     single.archive = Archive([_member([2, 1, 3, 0, 1], 0.9, 1.0), _member([0, 0, 0, 0, 0], 0.5, 2.0)])
@@ -433,4 +443,8 @@ def test_plot_draws_the_archive_by_the_first_cost(tmp_path, monkeypatch):
                               [m.agreement for m in members], [m.iteration for m in members], search.front(),
                               search.chosen(), _macs(4.5), "macs (MMACs)", "val agreement with the teacher")
     volumes = [h["hypervolume"] for h in search.history]
+    search.metric = "accuracy"  # a search on real (hard-labelled) data
+    drawn.clear()
+    search.plot(tmp_path)
+    assert drawn["front"][-1] == "val accuracy"
     assert drawn["progress"] == (tmp_path / "hypervolume.png", [0, 1], volumes, [None, 0.5])

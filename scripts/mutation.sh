@@ -13,7 +13,7 @@
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
-group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | spos | search-base | darts"}
+group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | nat-search | nat-loop | spos | search-base | darts"}
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
@@ -61,6 +61,16 @@ case $group in
   nat)
     mutate="dfnas/nas/strategies/nat_front.py dfnas/nas/strategies/nat_nsga.py dfnas/nas/strategies/nat_predictors.py"
     tests="tests/nas/test_nat_front.py tests/nas/test_nat_predictors.py"
+    k="" ;;
+  nat-search)
+    mutate="dfnas/nas/strategies/nat_archive.py dfnas/nas/strategies/nat_costs.py dfnas/nas/strategies/nat_spaces.py dfnas/nas/strategies/nat_supernet.py"
+    tests="tests/nas/test_nat_units.py tests/nas/test_nat_search.py tests/nas/test_nat_proxyless.py tests/nas/test_nat_front.py tests/nas/test_nat_predictors.py"
+    # whole searches (3-15 s a mutant on two busy cores) deselected: their parts are unit-tested
+    k="not sigkill and not end_to_end and not many_objectives and not resume_after and not front_is_non_dominated and not a_front_member_trains" ;;
+  nat-loop)
+    # NatSearch's units without a whole search (those are in tests/nas/test_nat_search.py)
+    mutate="dfnas/nas/strategies/nat.py"
+    tests="tests/nas/test_nat_loop.py"
     k="" ;;
   spos)
     mutate="dfnas/nas/strategies/spos.py"

@@ -13,7 +13,7 @@
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
-group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | nat-search | nat-loop | spos | search-base | darts"}
+group=${1:?"group: evolution | prune | prune-channels | rank-stats | proxyless | loss-synth | synth-engine | ops | retrain | nat | nat-search | nat-loop | spos | search-base | darts | proxyless-search"}
 shift
 mode=run children=(--max-children 1)
 case ${1:-} in
@@ -84,6 +84,10 @@ case $group in
     mutate="dfnas/nas/strategies/darts.py"
     tests="tests/nas/test_darts_units.py tests/nas/test_search_darts.py tests/nas/test_nas_darts.py tests/nas/test_darts_fused.py tests/nas/test_search_learns.py"
     k="not console_script and not spos_preset_trains" ;;
+  proxyless-search)
+    mutate="dfnas/nas/strategies/proxyless.py"
+    tests="tests/nas/test_search_proxyless.py tests/nas/test_search_proxyless_loop.py tests/nas/test_nas_proxyless.py tests/nas/test_proxyless_depthwise.py tests/nas/test_proxyless_gate_probe.py tests/nas/test_proxyless_reference.py tests/nas/test_proxyless_relu6.py"
+    k="not reference_supernet_builds and not published_proxyless" ;;
   *) echo "unknown group $group" >&2; exit 2 ;;
 esac
 

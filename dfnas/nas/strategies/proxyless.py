@@ -119,8 +119,7 @@ class ProxylessSearch:
         self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(e.candidates), device=precision.device))
                                        for e in self.edges)
         self.table, self.cost_scale = self._cost_table()
-        self.lowest, self.highest = self._cost_bounds()
-        self.target = config.target if config.target is not None else (self.lowest + self.highest) / 2
+        self._set_target()
         self._check_target()
         self.trainer = Trainer(config.loss(), precision, config.grad_clip)
         self.weight_optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -157,6 +156,11 @@ class ProxylessSearch:
         low = self.table.fixed_total + sum(min(s.values()) for s in self.table.slots)
         high = self.table.fixed_total + sum(max(s.values()) for s in self.table.slots)
         return low * self.cost_scale, high * self.cost_scale
+
+    def _set_target(self) -> None:
+        """The table's cost bounds, and the target T (not set: halfway between them)."""
+        self.lowest, self.highest = self._cost_bounds()
+        self.target = self.config.target if self.config.target is not None else (self.lowest + self.highest) / 2
 
     def _check_target(self) -> None:
         unit = "MFLOPs" if self.config.hw_metric == "flops" else "ms"
@@ -299,6 +303,7 @@ class ProxylessSearch:
         self.reinforce.baseline = state["baseline"]
         self.last_metrics = dict(state.get("last_metrics", {}))
         self.table = CostTable.from_dict(state["cost_table"])
+        self._set_target()  # a measured latency table differs between runs: bounds and target follow the saved one
 
     def architecture(self) -> Architecture:
         table = self.table if self.config.hw_metric == "latency" else None

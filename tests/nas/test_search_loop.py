@@ -21,6 +21,8 @@ from dfnas.nas.strategies import health
 from dfnas.nas.strategies.base import SearchConfig, run_search, space_config, summarize
 from dfnas.nas.strategies.spos import SposSearchConfig
 
+from test_search_learns import Reported
+
 
 class Counting:
     """A strategy whose state is one number, moved by each unit and by the global RNG."""
@@ -261,14 +263,6 @@ def test_space_configs_at_each_preset(size, stride):
     assert space_config("proxyless", "reference", data) == ProxylessConfig(*shape, stem_stride=stride)
     with pytest.raises(ValueError, match="unknown space 'nat'"):
         space_config("nat", "tiny", data)
-
-
-class Reported:
-    def __init__(self, **metrics):
-        self.metrics = metrics
-
-    def final_metrics(self) -> dict:
-        return self.metrics
 
 
 def test_health_thresholds_are_inclusive_where_documented():

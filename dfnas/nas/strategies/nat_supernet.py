@@ -22,8 +22,8 @@ from dfnas.nas.spaces.proxyless import ProxylessSupernet
 from dfnas.nas.strategies.base import space_config
 from dfnas.nas.strategies.health import fit_batch_to_split, metric_name
 from dfnas.nas.strategies.nat_spaces import PathEncoding
-from dfnas.nas.strategies.spos import (SUPERNET_PROBES, SposSearchConfig, single_path_training,
-                                        train_single_path_epoch)
+from dfnas.nas.strategies.spos import (SUPERNET_PROBES, SposSearchConfig, load_single_path_state,
+                                        single_path_state, single_path_training, train_single_path_epoch)
 
 
 class ProxylessPathSupernet(ProxylessSupernet):
@@ -87,16 +87,7 @@ class ProxylessUniformSupernet:
                 "num_classes": self.num_classes, "measured_on": f"{SUPERNET_PROBES} random paths of the supernet"}
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "trainer": self.trainer.state_dict(),
-                "stream": self.stream.state_dict(), "sampler": self.sampler.get_state(),
-                "last_metrics": dict(self.last_metrics)}
+        return single_path_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.trainer.load_state_dict(state["trainer"])
-        self.stream.load_state_dict(state["stream"])
-        self.sampler.set_state(state["sampler"])
-        self.last_metrics = dict(state["last_metrics"])
+        load_single_path_state(self, state)

@@ -117,6 +117,26 @@ def train_single_path_epoch(search, sample: Callable[[], Sequence[int]], unit: i
     return record
 
 
+def single_path_state(search) -> dict:
+    """The checkpoint of what `single_path_training` built (as `train_single_path_epoch`'s
+    `search` holds it), plus the probe paths' last metrics."""
+    return {"model": search.model.state_dict(), "optimizer": search.optimizer.state_dict(),
+            "scheduler": search.scheduler.state_dict(), "trainer": search.trainer.state_dict(),
+            "stream": search.stream.state_dict(), "sampler": search.sampler.get_state(),
+            "last_metrics": dict(search.last_metrics)}
+
+
+def load_single_path_state(search, state: dict) -> None:
+    """Restore what `single_path_state` saved (a checkpoint without metrics leaves none)."""
+    search.model.load_state_dict(state["model"])
+    search.optimizer.load_state_dict(state["optimizer"])
+    search.scheduler.load_state_dict(state["scheduler"])
+    search.trainer.load_state_dict(state["trainer"])
+    search.stream.load_state_dict(state["stream"])
+    search.sampler.set_state(state["sampler"])
+    search.last_metrics = dict(state.get("last_metrics", {}))
+
+
 class SposSearch:
     name = "spos"
 
@@ -212,10 +232,7 @@ class SposSearch:
                 "top_k": [e.to_dict() for e in self.evolution.top()]}
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "trainer": self.trainer.state_dict(),
-                "stream": self.stream.state_dict(), "sampler": self.sampler.get_state(),
-                "evolution": self.evolution.state_dict(), "last_metrics": dict(self.last_metrics),
+        return {**single_path_state(self), "evolution": self.evolution.state_dict(),
                 "best_metrics": dict(self.best_metrics)}
 
     def final_metrics(self) -> dict:
@@ -230,14 +247,8 @@ class SposSearch:
                 "num_classes": self.num_classes, "measured_on": measured_on}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.trainer.load_state_dict(state["trainer"])
-        self.stream.load_state_dict(state["stream"])
-        self.sampler.set_state(state["sampler"])
+        load_single_path_state(self, state)
         self.evolution.load_state_dict(state["evolution"])
-        self.last_metrics = dict(state.get("last_metrics", {}))
         self.best_metrics = dict(state.get("best_metrics", {}))
 
     def architecture(self) -> Architecture:
